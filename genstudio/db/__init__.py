@@ -1,0 +1,1 @@
+"""PostgreSQL: the embedded server, schema migrations, named queries and the request pool."""

@@ -1,0 +1,81 @@
+"""Fixtures shared by the whole suite: a real PostgreSQL and fresh databases on it.
+
+The cluster is an embedded PostgreSQL started once per session in a temporary directory, or
+the server named by GENSTUDIO_TEST_DATABASE_URL (a conninfo with rights to create databases).
+Each test gets its own database: a copy of a template that already has every migration
+applied, which takes milliseconds, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from genstudio.db.embedded import EmbeddedPostgres
+from genstudio.db.migrator import Migrator
+
+
+@dataclass
+class Cluster:
+    admin_conninfo: str
+
+    def conninfo(self, database: str) -> str:
+        return make_conninfo(self.admin_conninfo, dbname=database)
+
+    def create_database(self, template: str | None = None) -> str:
+        name = f"gs_test_{uuid.uuid4().hex[:12]}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with psycopg.connect(self.admin_conninfo, autocommit=True) as conn:
+            conn.execute(statement)
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin_conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    external = os.environ.get("GENSTUDIO_TEST_DATABASE_URL")
+    if external:
+        yield Cluster(external)
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    try:
+        yield Cluster(server.conninfo("postgres"))
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_cluster: Cluster) -> Iterator[str]:
+    name = pg_cluster.create_database()
+    Migrator(pg_cluster.conninfo(name)).upgrade()
+    yield name
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def empty_db(pg_cluster: Cluster) -> Iterator[str]:
+    """Conninfo of a new, empty database."""
+    name = pg_cluster.create_database()
+    yield pg_cluster.conninfo(name)
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def db_url(pg_cluster: Cluster, migrated_template: str) -> Iterator[str]:
+    """Conninfo of a new database with the whole genstudio schema applied."""
+    name = pg_cluster.create_database(template=migrated_template)
+    yield pg_cluster.conninfo(name)
+    pg_cluster.drop_database(name)
