@@ -1,0 +1,1 @@
+"""Jobs: the three output types, their models and the one service that holds the rules."""
