@@ -1,0 +1,3 @@
+from genstudio.cli import app
+
+app(prog_name="genstudio")
