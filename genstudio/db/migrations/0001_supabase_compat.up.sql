@@ -12,6 +12,8 @@ BEGIN
     IF to_regnamespace('auth') IS NULL THEN
         CREATE SCHEMA auth;
         COMMENT ON SCHEMA auth IS 'genstudio: supabase compatibility';
+        -- On Supabase these grants exist already, and the schema is not ours to grant on.
+        GRANT USAGE ON SCHEMA auth TO PUBLIC;
     END IF;
 
     IF to_regclass('auth.users') IS NULL THEN
@@ -80,18 +82,24 @@ BEGIN
     END IF;
 
     -- The API connects as the database owner and switches role per transaction
-    -- (`SET LOCAL ROLE authenticated`), as Supabase's `authenticator` does.
-    IF NOT pg_has_role(current_user, 'anon', 'MEMBER') THEN
-        EXECUTE format('GRANT anon TO %I', current_user);
-    END IF;
-    IF NOT pg_has_role(current_user, 'authenticated', 'MEMBER') THEN
-        EXECUTE format('GRANT authenticated TO %I', current_user);
-    END IF;
-    IF NOT pg_has_role(current_user, 'service_role', 'MEMBER') THEN
-        EXECUTE format('GRANT service_role TO %I', current_user);
-    END IF;
+    -- (`SET LOCAL ROLE authenticated`), as Supabase's `authenticator` does. Supabase's
+    -- `postgres` is a member already; elsewhere a non-superuser owner may lack the right to
+    -- grant itself membership, which is worth a warning, not a failed migration.
+    BEGIN
+        IF NOT pg_has_role(current_user, 'anon', 'MEMBER') THEN
+            EXECUTE format('GRANT anon TO %I', current_user);
+        END IF;
+        IF NOT pg_has_role(current_user, 'authenticated', 'MEMBER') THEN
+            EXECUTE format('GRANT authenticated TO %I', current_user);
+        END IF;
+        IF NOT pg_has_role(current_user, 'service_role', 'MEMBER') THEN
+            EXECUTE format('GRANT service_role TO %I', current_user);
+        END IF;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING '% cannot become anon, authenticated and service_role: %', current_user, SQLERRM
+            USING HINT = 'a superuser should run: GRANT anon, authenticated, service_role TO ' || current_user;
+    END;
 END
 $compat$;
 
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
