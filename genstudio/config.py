@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     )
     jwt_audience: str = Field(default="authenticated", validation_alias="GENSTUDIO_JWT_AUDIENCE")
     access_token_ttl_seconds: int = Field(default=3600, validation_alias="GENSTUDIO_TOKEN_TTL")
+    # `limits` notation; attempts count whether or not they succeed.
+    login_limit_per_address: str = Field(default="20/minute", validation_alias="GENSTUDIO_LOGIN_LIMIT_PER_ADDRESS")
+    login_limit_per_account: str = Field(default="10/minute", validation_alias="GENSTUDIO_LOGIN_LIMIT_PER_ACCOUNT")
+    max_body_bytes: int = Field(default=1024 * 1024, validation_alias="GENSTUDIO_MAX_BODY_BYTES")
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -8,8 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from genstudio import __version__
-from genstudio.api import health
+from genstudio.api import auth, feed, health
+from genstudio.api.errors import install_error_handlers
+from genstudio.api.jobs import job_router
+from genstudio.api.limits import RequestBodyLimits
+from genstudio.auth.ratelimit import LoginRateLimiter
+from genstudio.auth.tokens import TokenIssuer, TokenVerifier, load_or_create_secret
 from genstudio.config import Settings, get_settings
+from genstudio.jobs.output_types import OUTPUT_TYPES
 from genstudio.db.pool import Database
 
 
@@ -37,4 +43,18 @@ def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.settings = settings
     app.include_router(health.router)
+    _add_jobs_api(app, settings)
     return app
+
+
+def _add_jobs_api(app: FastAPI, settings: Settings) -> None:
+    secret = load_or_create_secret(settings)
+    app.state.token_verifier = TokenVerifier(secret, settings.jwt_audience, settings.jwks_url)
+    app.state.token_issuer = TokenIssuer(secret, settings.jwt_audience, settings.access_token_ttl_seconds)
+    app.state.login_limiter = LoginRateLimiter(settings.login_limit_per_address, settings.login_limit_per_account)
+    install_error_handlers(app)
+    app.add_middleware(RequestBodyLimits, max_bytes=settings.max_body_bytes)
+    for output_type in OUTPUT_TYPES.values():
+        app.include_router(job_router(output_type))
+    app.include_router(feed.router)
+    app.include_router(auth.router)

@@ -1,0 +1,37 @@
+"""`/api/feed`: the newest jobs of every type in one stream."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from genstudio.api.errors import ERROR_RESPONSES
+from genstudio.api.jobs import Claims, CursorParam, Limit, Scope, StatusFilter, WorkflowFilter, decode_cursor, json_response, page_envelope
+from genstudio.jobs.errors import InvalidRequest
+from genstudio.jobs.feed import FeedQuery, read_feed
+from genstudio.jobs.models import FeedResponse
+from genstudio.jobs.output_types import OUTPUT_TYPES
+
+router = APIRouter(tags=["feed"], responses=ERROR_RESPONSES)
+
+
+def parse_types(types: str | None) -> tuple[str, ...]:
+    if types is None:
+        return tuple(OUTPUT_TYPES)
+    names = tuple(dict.fromkeys(n.strip() for n in types.split(",") if n.strip()))
+    unknown = [n for n in names if n not in OUTPUT_TYPES]
+    if unknown or not names:
+        raise InvalidRequest(f"query parameter 'types': unknown type {', '.join(map(repr, unknown)) or '(none)'}; "
+                             f"use a comma-separated list of {', '.join(OUTPUT_TYPES)}")
+    return names
+
+
+@router.get("/api/feed", summary="Jobs of every type, newest first", responses={200: {"model": FeedResponse}})
+async def feed(request: Request, claims: Claims, limit: Limit = 50, cursor: CursorParam = None,
+               scope: Scope = "mine",
+               types: Annotated[str | None, Query(max_length=100, description="e.g. `video,image`")] = None,
+               workflow_name: WorkflowFilter = None, status: StatusFilter = None) -> Response:
+    query = FeedQuery(limit=limit, cursor=decode_cursor(cursor), workflow_name=workflow_name, status=status,
+                      scope=scope, types=parse_types(types))
+    async with request.app.state.db.as_user(claims) as conn:
+        page = await read_feed(conn, query)
+    return json_response(page_envelope("items", page))

@@ -1,0 +1,121 @@
+"""`/api/{type}-jobs`: one router factory, used for video, image and text jobs alike.
+
+Handlers are thin: they open the caller's transaction (row-level security applies inside it),
+ask the `JobService`, and send the JSON PostgreSQL rendered, wrapped in the guide's envelope.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the generated payload classes as
+# real annotations, and they are local to the factory.
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from genstudio.api.caller import caller_claims
+from genstudio.api.errors import ERROR_RESPONSES
+from genstudio.jobs.cursor import Cursor
+from genstudio.jobs.models import MODELS, Status
+from genstudio.jobs.output_types import OutputType
+from genstudio.jobs.service import JobService, Page, PageQuery
+
+Claims = Annotated[dict[str, Any], Depends(caller_claims)]
+JobId = Annotated[uuid.UUID, Path(description="The job's id.")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.")]
+Scope = Annotated[Literal["mine", "all"], Query(description="`mine`: your jobs; `all`: every job you may see.")]
+CursorParam = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")]
+WorkflowFilter = Annotated[str | None, Query(max_length=200)]
+StatusFilter = Annotated[Status | None, Query()]
+
+
+def json_response(body: bytes, status_code: int = 200) -> Response:
+    return Response(content=body, status_code=status_code, media_type="application/json")
+
+
+def envelope(key: str, job_json: str) -> bytes:
+    """`{"success": true, "<key>": <job>}` around JSON that PostgreSQL already rendered."""
+    return b'{"success":true,"' + key.encode() + b'":' + job_json.encode() + b"}"
+
+
+def page_envelope(key: str, page: Page) -> bytes:
+    parts = [b'{"success":true,"', key.encode(), b'":', page.items_json.encode()]
+    if page.total_count is not None:
+        parts += [b',"total_count":', str(page.total_count).encode()]
+    cursor = b"null" if page.next_cursor is None else b'"' + page.next_cursor.encode() + b'"'
+    parts += [b',"next_cursor":', cursor, b"}"]
+    return b"".join(parts)
+
+
+def decode_cursor(cursor: str | None) -> Cursor | None:
+    return Cursor.decode(cursor) if cursor else None
+
+
+def job_router(t: OutputType) -> APIRouter:
+    service = JobService(t)
+    models = MODELS[t.name]
+    one = {"model": models.response}
+    router = APIRouter(prefix=f"/api/{t.path}", tags=[f"{t.name} jobs"], responses=ERROR_RESPONSES)
+
+    @router.post("", status_code=201, summary=f"Record a {t.name} job",
+                 responses={201: one, 200: {**one, "description": "This comfy_job_id was already recorded by you"},
+                            409: {"description": "This comfy_job_id belongs to another user's job"}})
+    async def create(payload: models.create, request: Request, claims: Claims) -> Response:
+        async with request.app.state.db.as_user(claims) as conn:
+            job, created = await service.create(conn, payload)
+        return json_response(envelope(t.item_key, job), 201 if created else 200)
+
+    @router.get("", summary=f"List {t.name} jobs, newest first",
+                responses={200: {"model": models.list_response}})
+    async def list_jobs(request: Request, claims: Claims, limit: Limit = 50,
+                        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+                        cursor: CursorParam = None, workflow_name: WorkflowFilter = None,
+                        status: StatusFilter = None, scope: Scope = "mine") -> Response:
+        query = PageQuery(limit, offset, decode_cursor(cursor), workflow_name, status, scope)
+        async with request.app.state.db.as_user(claims) as conn:
+            page = await service.list(conn, query)
+        return json_response(page_envelope(t.list_key, page))
+
+    @router.get("/by-comfy-id/{comfy_job_id}", summary=f"A {t.name} job by its ComfyUI prompt id",
+                responses={200: one})
+    async def get_by_comfy_id(request: Request, claims: Claims,
+                              comfy_job_id: Annotated[str, Path(max_length=200)]) -> Response:
+        async with request.app.state.db.as_user(claims) as conn:
+            job = await service.get_by_comfy_id(conn, comfy_job_id)
+        return json_response(envelope(t.item_key, job))
+
+    @router.get("/{job_id}", summary=f"One {t.name} job", responses={200: one})
+    async def get(request: Request, claims: Claims, job_id: JobId) -> Response:
+        async with request.app.state.db.as_user(claims) as conn:
+            job = await service.get(conn, job_id)
+        return json_response(envelope(t.item_key, job))
+
+    @router.put("/{job_id}", summary=f"Report a {t.name} job's progress, or change its visibility",
+                responses={200: one, 403: {"description": "Not your job"}, 409: {"description": "Not allowed now"}})
+    async def update(payload: models.update, request: Request, claims: Claims, job_id: JobId) -> Response:
+        async with request.app.state.db.as_user(claims) as conn:
+            job = await service.update(conn, job_id, payload)
+        return json_response(envelope(t.item_key, job))
+
+    @router.put("/{job_id}/complete", summary=f"Report a {t.name} job's final state",
+                responses={200: one, 403: {"description": "Not your job"},
+                           409: {"description": "Already in another final state"}})
+    async def complete(payload: models.complete, request: Request, claims: Claims, job_id: JobId) -> Response:
+        async with request.app.state.db.as_user(claims) as conn:
+            job = await service.complete(conn, job_id, payload)
+        return json_response(envelope(t.item_key, job))
+
+    @router.post("/{job_id}/cancel", summary=f"Cancel a {t.name} job",
+                 responses={200: one, 403: {"description": "Not your job"}, 409: {"description": "Already ended"}})
+    async def cancel(request: Request, claims: Claims, job_id: JobId) -> Response:
+        async with request.app.state.db.as_user(claims) as conn:
+            job = await service.cancel(conn, job_id)
+        return json_response(envelope(t.item_key, job))
+
+    @router.delete("/{job_id}", summary=f"Delete a {t.name} job",
+                   responses={200: {"description": "Deleted"}, 403: {"description": "Not your job"}})
+    async def delete(request: Request, claims: Claims, job_id: JobId) -> Response:
+        async with request.app.state.db.as_user(claims) as conn:
+            await service.delete(conn, job_id)
+        return json_response(b'{"success":true,"deleted":"' + str(job_id).encode() + b'"}')
+
+    return router

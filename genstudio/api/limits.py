@@ -1,0 +1,75 @@
+"""Request-shape limits applied before any route runs: body size (413) and content type (415).
+
+A plain ASGI middleware rather than Starlette's BaseHTTPMiddleware, which would cost every
+request an extra task and a copy of the response.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from genstudio.api.errors import error_response
+
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+class RequestBodyLimits:
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, receive, send, 413, f"the request body is larger than {self.max_bytes} bytes")
+            return
+        body, complete = await self._read_body(receive)
+        if not complete:
+            await self._refuse(scope, receive, send, 413, f"the request body is larger than {self.max_bytes} bytes")
+            return
+        if body and not _is_json(headers.get(b"content-type")):
+            await self._refuse(scope, receive, send, 415, "the request body must be JSON (Content-Type: application/json)")
+            return
+        await self.app(scope, self._replay(body, receive), send)
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"", True
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return b"", False
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), True
+
+    @staticmethod
+    def _replay(body: bytes, receive: Receive) -> Receive:
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+        await error_response(status, message, {"Connection": "close"})(scope, receive, send)

@@ -1,0 +1,1 @@
+"""Who the caller is: Supabase-compatible JWT verification and local accounts."""

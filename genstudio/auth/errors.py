@@ -1,0 +1,31 @@
+"""Authentication failures, one type per thing a caller can do something about."""
+
+from __future__ import annotations
+
+
+class AuthError(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class MissingToken(AuthError):
+    """No `Authorization: Bearer` header."""
+
+
+class InvalidToken(AuthError):
+    """A bearer token that does not verify, has expired, or is meant for someone else."""
+
+
+class InvalidCredentials(AuthError):
+    """Wrong email or password; which of the two is not said."""
+
+
+class LoginRateLimited(AuthError):
+    def __init__(self, message: str, retry_after_seconds: int):
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class AccountExists(AuthError):
+    """`genstudio user add` for an email that already has an account."""

@@ -1,0 +1,93 @@
+-- Queries on one job table. `{table}`, `{job_json}` and the column lists are filled in per
+-- output type from genstudio.jobs.output_types (psycopg.sql identifiers, never user input);
+-- everything a caller sends is a bound parameter. Every statement runs inside the caller's
+-- transaction as role `authenticated`, so row-level security decides which rows exist.
+
+-- name: insert
+-- A comfy_job_id already recorded (by anyone) inserts nothing and returns no row; the
+-- service then tells the caller's own earlier job from somebody else's.
+INSERT INTO {table} AS j (user_id, status, {create_columns})
+VALUES ((SELECT auth.uid()), 'pending', {create_values})
+ON CONFLICT (comfy_job_id) DO NOTHING
+RETURNING {job_json}::text AS job
+
+-- name: get
+SELECT {job_json}::text AS job FROM {table} j WHERE j.id = %(id)s
+
+-- name: get_by_comfy_id
+SELECT {job_json}::text AS job FROM {table} j WHERE j.comfy_job_id = %(comfy_job_id)s
+
+-- name: get_own_by_comfy_id
+SELECT {job_json}::text AS job
+FROM {table} j
+WHERE j.comfy_job_id = %(comfy_job_id)s AND j.user_id = (SELECT auth.uid())
+
+-- name: lock_own
+-- FOR UPDATE also applies the UPDATE policy, so only the caller's own job comes back; the
+-- row stays locked until the request's transaction ends, which makes check-then-write safe.
+SELECT {job_json}::text AS job, j.* FROM {table} j WHERE j.id = %(id)s FOR UPDATE
+
+-- name: is_visible
+SELECT EXISTS (SELECT 1 FROM {table} j WHERE j.id = %(id)s) AS visible
+
+-- name: update_progress
+UPDATE {table} j SET
+    status        = %(status)s,
+    started_at    = CASE WHEN %(status)s = 'processing' THEN coalesce(j.started_at, now())
+                         ELSE j.started_at END,
+    progress      = %(progress)s,
+    error_message = %(error_message)s,
+    visibility    = %(visibility)s
+WHERE j.id = %(id)s
+RETURNING {job_json}::text AS job
+
+-- name: finish
+-- Completion, failure and cancellation: the job ends now, timed from when it started (or,
+-- for clients that never report `processing`, from when it was recorded).
+UPDATE {table} j SET
+    status                  = %(status)s,
+    completed_at            = now(),
+    processing_time_seconds = greatest(0, round(extract(epoch FROM now() - coalesce(j.started_at, j.created_at))))::integer,
+    progress                = CASE WHEN %(status)s = 'completed' THEN 100 ELSE j.progress END,
+    {result_assignments}
+WHERE j.id = %(id)s
+RETURNING {job_json}::text AS job
+
+-- name: delete
+DELETE FROM {table} j WHERE j.id = %(id)s RETURNING j.id
+
+-- name: list
+-- One page, newest first, plus one row more to know whether another page follows. The
+-- filters are the `filter_*` fragments below, joined with AND.
+WITH page AS (
+    SELECT j.created_at, j.id, {job_json} AS job
+    FROM {table} j
+    WHERE {page_filters}
+    ORDER BY j.created_at DESC, j.id DESC
+    LIMIT %(limit)s + 1 OFFSET %(offset)s
+), shown AS (
+    SELECT * FROM page ORDER BY created_at DESC, id DESC LIMIT %(limit)s
+), oldest AS (
+    SELECT created_at, id FROM shown ORDER BY created_at, id LIMIT 1
+)
+SELECT
+    (SELECT coalesce(json_agg(job ORDER BY created_at DESC, id DESC), '[]')::text FROM shown) AS items,
+    (SELECT count(*) FROM page) > %(limit)s AS has_more,
+    (SELECT created_at FROM oldest) AS last_created_at,
+    (SELECT id FROM oldest) AS last_id,
+    (SELECT count(*) FROM {table} j WHERE {count_filters}) AS total_count
+
+-- name: filter_all
+TRUE
+
+-- name: filter_mine
+j.user_id = (SELECT auth.uid())
+
+-- name: filter_workflow
+j.workflow_name = %(workflow_name)s
+
+-- name: filter_status
+j.status = %(status)s
+
+-- name: filter_before_cursor
+(j.created_at, j.id) < (%(cursor_created_at)s, %(cursor_id)s)

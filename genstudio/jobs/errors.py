@@ -1,0 +1,39 @@
+"""What can go wrong with a job request, one type per failure a caller can act on.
+
+The API maps each type to an HTTP status once (genstudio.api.errors); the service only says
+what happened, in words a caller can use.
+"""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """Base of the job failures; the message is shown to the caller."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class JobNotFound(JobError):
+    """No such job, or one the caller may not see: the two are indistinguishable on purpose."""
+
+
+class NotJobOwner(JobError):
+    """The caller sees the job (shared or ownerless) but only its owner may change it."""
+
+
+class InvalidTransition(JobError):
+    """The requested status change is not in the transition table."""
+
+
+class ComfyJobIdTaken(JobError):
+    """Another user's job already records this ComfyUI prompt id."""
+
+
+class InvalidCursor(JobError):
+    """A pagination cursor that this server did not issue, or that was altered."""
+
+
+class InvalidRequest(JobError):
+    """A request that passes validation field by field but contradicts itself."""

@@ -1,0 +1,250 @@
+"""JobService: the rules for recording and tracking jobs, one class for all output types.
+
+Every method runs on the caller's transaction (`Database.as_user`), so row-level security
+decides what exists: a job the caller may not see is simply not found. Statements come from
+`queries/jobs.sql`, with table and column names filled in from the `OutputType`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from genstudio.db.queries import load_queries
+from genstudio.jobs.cursor import Cursor
+from genstudio.jobs.errors import ComfyJobIdTaken, InvalidRequest, InvalidTransition, JobNotFound, NotJobOwner
+from genstudio.jobs.models import create_columns, result_columns, shown_columns
+from genstudio.jobs.output_types import FINAL_STATUSES, OutputType
+
+QUERIES = load_queries("jobs")
+
+Scope = Literal["mine", "all"]
+
+# The one place that says how a job's status may move. Staying in a non-final status is
+# allowed (progress updates); a final status is left by nothing, and repeating the identical
+# final report is answered by the caller of `check_transition` as a no-op before it gets here.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"pending", "processing", "completed", "failed", "cancelled"}),
+    "processing": frozenset({"processing", "completed", "failed", "cancelled"}),
+    "completed": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+_JSON_COLUMNS = frozenset({"parameters", "output_data"})
+
+
+def check_transition(current: str, wanted: str) -> None:
+    if wanted not in TRANSITIONS[current]:
+        if current in FINAL_STATUSES:
+            raise InvalidTransition(f"the job is already {current}; it cannot move from {current} to {wanted}")
+        raise InvalidTransition(f"a job cannot move from {current} to {wanted}")
+
+
+def json_object(t: OutputType, alias: str = "j", tag: str | None = None) -> sql.Composable:
+    """`json_build_object(...)` of the columns a caller may see, optionally tagged with the type."""
+    pairs = [sql.SQL("'type', {}").format(sql.Literal(tag))] if tag else []
+    pairs += [sql.SQL("{}, {}.{}").format(sql.Literal(c), sql.Identifier(alias), sql.Identifier(c))
+              for c in shown_columns(t)]
+    return sql.SQL("json_build_object({})").format(sql.SQL(", ").join(pairs))
+
+
+def filter_clause(scope: Scope, *, workflow: bool, status: bool, cursor: bool) -> sql.Composable:
+    """The WHERE clause for a list or feed page, from the `filter_*` fragments of jobs.sql.
+
+    `all` adds no condition: row-level security already limits the rows to those the caller
+    may see (own, shared, ownerless)."""
+    parts = [QUERIES["filter_mine"] if scope == "mine" else QUERIES["filter_all"]]
+    if workflow:
+        parts.append(QUERIES["filter_workflow"])
+    if status:
+        parts.append(QUERIES["filter_status"])
+    if cursor:
+        parts.append(QUERIES["filter_before_cursor"])
+    return sql.SQL(" AND ").join(sql.SQL(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    limit: int = 50
+    offset: int = 0
+    cursor: Cursor | None = None
+    workflow_name: str | None = None
+    status: str | None = None
+    scope: Scope = "mine"
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "limit": self.limit,
+            "offset": self.offset,
+            "workflow_name": self.workflow_name,
+            "status": self.status,
+            "cursor_created_at": self.cursor.created_at if self.cursor else None,
+            "cursor_id": self.cursor.id if self.cursor else None,
+        }
+
+    def filter_key(self) -> tuple[Scope, bool, bool, bool]:
+        return (self.scope, self.workflow_name is not None, self.status is not None, self.cursor is not None)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page as PostgreSQL rendered it: `items_json` is a JSON array, ready to send."""
+
+    items_json: str
+    next_cursor: str | None
+    total_count: int | None = None
+
+
+def page_from_row(row: dict[str, Any]) -> Page:
+    cursor = None
+    if row["has_more"]:
+        cursor = Cursor(row["last_created_at"], row["last_id"]).encode()
+    return Page(row["items"], cursor, row.get("total_count"))
+
+
+def _param(column: str, value: Any) -> Any:
+    return Jsonb(value) if column in _JSON_COLUMNS and value is not None else value
+
+
+class JobService:
+    def __init__(self, output_type: OutputType):
+        self.type = output_type
+        self._create_columns = ("workflow_name", "comfy_url", "comfy_job_id", "parameters", "visibility",
+                                *create_columns(output_type))
+        self._result_columns = result_columns(output_type)
+        fields = {
+            "table": sql.Identifier("public", output_type.table),
+            "job_json": json_object(output_type),
+            "create_columns": sql.SQL(", ").join(map(sql.Identifier, self._create_columns)),
+            "create_values": sql.SQL(", ").join(sql.Placeholder(c) for c in self._create_columns),
+            "result_assignments": sql.SQL(", ").join(
+                sql.SQL("{c} = coalesce({p}, j.{c})").format(c=sql.Identifier(c), p=sql.Placeholder(c))
+                for c in self._result_columns
+            ),
+        }
+        self._fields = fields
+        self._sql = {
+            name: sql.SQL(QUERIES[name]).format(**fields).as_string()
+            for name in ("insert", "get", "get_by_comfy_id", "get_own_by_comfy_id", "lock_own", "is_visible",
+                         "update_progress", "finish", "delete")
+        }
+
+    @cache
+    def _list_sql(self, key: tuple[Scope, bool, bool, bool]) -> str:
+        scope, workflow, status, cursor = key
+        return sql.SQL(QUERIES["list"]).format(
+            page_filters=filter_clause(scope, workflow=workflow, status=status, cursor=cursor),
+            count_filters=filter_clause(scope, workflow=workflow, status=status, cursor=False),
+            **self._fields,
+        ).as_string()
+
+    async def _one(self, conn: psycopg.AsyncConnection, name: str, params: dict[str, Any]) -> dict | None:
+        cur = await conn.execute(self._sql[name], params)
+        return await cur.fetchone()
+
+    def _not_found(self, job_id: Any) -> JobNotFound:
+        return JobNotFound(f"no {self.type.name} job {job_id}")
+
+    async def create(self, conn: psycopg.AsyncConnection, payload: BaseModel) -> tuple[str, bool]:
+        """Record a job for the caller; returns its JSON and whether it is new.
+
+        Recording a `comfy_job_id` the caller already recorded returns that job unchanged, so
+        a client may retry a create whose answer it lost."""
+        values = payload.model_dump()
+        params = {c: _param(c, values.get(c)) for c in self._create_columns}
+        row = await self._one(conn, "insert", params)
+        if row is not None:
+            return row["job"], True
+        own = await self._one(conn, "get_own_by_comfy_id", {"comfy_job_id": values["comfy_job_id"]})
+        if own is None:
+            raise ComfyJobIdTaken(f"comfy_job_id {values['comfy_job_id']!r} is already recorded by another user's job")
+        return own["job"], False
+
+    async def get(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> str:
+        row = await self._one(conn, "get", {"id": job_id})
+        if row is None:
+            raise self._not_found(job_id)
+        return row["job"]
+
+    async def get_by_comfy_id(self, conn: psycopg.AsyncConnection, comfy_job_id: str) -> str:
+        row = await self._one(conn, "get_by_comfy_id", {"comfy_job_id": comfy_job_id})
+        if row is None:
+            raise JobNotFound(f"no {self.type.name} job with comfy_job_id {comfy_job_id!r}")
+        return row["job"]
+
+    async def list(self, conn: psycopg.AsyncConnection, query: PageQuery) -> Page:
+        cur = await conn.execute(self._list_sql(query.filter_key()), query.params())
+        return page_from_row(await cur.fetchone())
+
+    async def _lock_own(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> dict[str, Any]:
+        row = await self._one(conn, "lock_own", {"id": job_id})
+        if row is None:
+            await self._raise_missing(conn, job_id)
+        return row
+
+    async def _raise_missing(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> None:
+        """Why the caller cannot change a job: it is someone else's that they may see, or
+        (for them) it does not exist."""
+        visible = await self._one(conn, "is_visible", {"id": job_id})
+        if visible["visible"]:
+            raise NotJobOwner(f"{self.type.name} job {job_id} belongs to someone else; only its owner may change it")
+        raise self._not_found(job_id)
+
+    async def update(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, payload: BaseModel) -> str:
+        changes = {k: v for k, v in payload.model_dump(exclude_unset=True).items()
+                   if v is not None or k in ("progress", "error_message")}
+        if not changes:
+            raise InvalidRequest("nothing to update: send status, progress, error_message or visibility")
+        row = await self._lock_own(conn, job_id)
+        current = row["status"]
+        if current in FINAL_STATUSES and set(changes) - {"visibility"}:
+            raise InvalidTransition(f"the job is already {current}; only its visibility can still change")
+        wanted = changes.get("status", current)
+        check_transition(current, wanted)
+        params = {"id": job_id, "status": wanted}
+        for column in ("progress", "error_message", "visibility"):
+            params[column] = changes.get(column, row[column])
+        return (await self._one(conn, "update_progress", params))["job"]
+
+    async def complete(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, payload: BaseModel) -> str:
+        body_id = getattr(payload, "job_id", None)
+        if body_id is not None and body_id != job_id:
+            raise InvalidRequest(f"job_id in the body ({body_id}) is not the job in the URL ({job_id})")
+        results = payload.model_dump(exclude_unset=True, exclude={"job_id", "status"})
+        row = await self._lock_own(conn, job_id)
+        if row["status"] == payload.status:
+            differing = sorted(k for k, v in results.items() if row[k] != v)
+            if not differing:
+                return row["job"]
+            raise InvalidTransition(
+                f"the job is already {payload.status} with other results ({', '.join(differing)} differ); "
+                "a repeated completion must be identical"
+            )
+        check_transition(row["status"], payload.status)
+        return await self._finish(conn, job_id, payload.status, results)
+
+    async def cancel(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> str:
+        row = await self._lock_own(conn, job_id)
+        if row["status"] == "cancelled":
+            return row["job"]
+        check_transition(row["status"], "cancelled")
+        return await self._finish(conn, job_id, "cancelled", {})
+
+    async def _finish(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, status: str,
+                      results: dict[str, Any]) -> str:
+        params = {"id": job_id, "status": status}
+        params.update({c: _param(c, results.get(c)) for c in self._result_columns})
+        return (await self._one(conn, "finish", params))["job"]
+
+    async def delete(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> None:
+        if await self._one(conn, "delete", {"id": job_id}) is None:
+            await self._raise_missing(conn, job_id)
+
