@@ -14,6 +14,7 @@ import typer
 from genstudio.config import get_settings
 from genstudio.db.connection import DatabaseUnreachable, database
 from genstudio.db.migrator import MigrationError, Migrator, supabase_script
+from genstudio.legacy.cli import legacy_app
 
 app = typer.Typer(
     help="genstudio: job store, API and ComfyUI runner for generative-AI studios.",
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(legacy_app, name="legacy")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -129,5 +131,62 @@ def _migrator() -> Iterator[Migrator]:
     try:
         with database(get_settings()) as conninfo:
             yield Migrator(conninfo)
+    except (DatabaseUnreachable, MigrationError) as exc:
+        fail(str(exc))
+
+
+# ---- local accounts ------------------------------------------------------------------------
+user_app = typer.Typer(help="Local accounts (for deployments without Supabase).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(email: Annotated[str, typer.Argument(help="The account's email address.")]) -> None:
+    """Create an account; the password is asked for, or read from stdin when piped."""
+    from genstudio.auth.accounts import add_account
+    from genstudio.auth.errors import AccountExists
+
+    if sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        account = _with_account_db(lambda conn: add_account(conn, email, password))
+    except (AccountExists, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"created {account.email} ({account.id})")
+
+
+@app.command()
+def token(email: Annotated[str, typer.Argument(help="Whose token.")]) -> None:
+    """Print an access token for a local account, for scripts (`Authorization: Bearer ...`)."""
+    from genstudio.auth.accounts import find_account
+    from genstudio.auth.tokens import TokenIssuer, load_or_create_secret
+
+    try:
+        account = _with_account_db(lambda conn: find_account(conn, email))
+    except ValueError as exc:
+        fail(str(exc))
+    if account is None:
+        fail(f"no account for {email}; create it with `genstudio user add {email}`")
+    settings = get_settings()
+    issuer = TokenIssuer(load_or_create_secret(settings), settings.jwt_audience, settings.access_token_ttl_seconds)
+    typer.echo(issuer.issue(account.id, account.email))
+
+
+def _with_account_db(work):
+    """Run `work(conn)` on the configured database, migrated first so `auth.users` exists."""
+    import asyncio
+
+    import psycopg
+
+    async def run(conninfo: str):
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            return await work(conn)
+
+    try:
+        with database(get_settings()) as conninfo:
+            Migrator(conninfo).upgrade()
+            return asyncio.run(run(conninfo))
     except (DatabaseUnreachable, MigrationError) as exc:
         fail(str(exc))

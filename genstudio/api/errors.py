@@ -66,8 +66,8 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[int, str]:
     for error in exc.errors():
         if error.get("type") == "json_invalid":
             return 400, "the request body is not valid JSON"
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
-        kind = error.get("loc", ("body",))[0]
+        kind, *path = error.get("loc") or ("body",)
+        where = ".".join(map(str, path)) or "body"
         prefix = {"query": "query parameter", "path": "path parameter", "header": "header"}.get(kind, "field")
         if error.get("type") == "extra_forbidden":
             problems.append(f"{prefix} {where!r} is not accepted")

@@ -208,7 +208,8 @@ class JobService:
         if current in FINAL_STATUSES and set(changes) - {"visibility"}:
             raise InvalidTransition(f"the job is already {current}; only its visibility can still change")
         wanted = changes.get("status", current)
-        check_transition(current, wanted)
+        if "status" in changes:
+            check_transition(current, wanted)
         params = {"id": job_id, "status": wanted}
         for column in ("progress", "error_message", "visibility"):
             params[column] = changes.get(column, row[column])
