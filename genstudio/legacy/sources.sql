@@ -1,0 +1,277 @@
+-- genstudio legacy migration: one section per legacy table, installed only where the table
+-- exists. `@source_table@` (and `@data_table@`) stand for the table as it is named now
+-- (`public.multitalk_jobs`, or `public._archived_multitalk_jobs` once archived).
+--
+-- Per source:
+--   <source>_mapped         every legacy row, mapped: the one definition of the mapping rules
+--                           (docs/legacy-migration.md explains each); target_table is NULL for a
+--                           row that cannot be migrated, with skip_reason saying why;
+--   <source>_to_<target>    the rows for one target table, under the target's column names;
+--   <source>_anomalies      what `plan` reports for this source.
+-- Every view keeps the whole legacy row under parameters.legacy (to_jsonb of the row), so no
+-- legacy value is lost, including columns this mapping does not know.
+
+-- source: multitalk_jobs
+CREATE VIEW genstudio_legacy.multitalk_jobs_mapped AS
+SELECT m.job_id AS source_key,
+       'multitalk_jobs'::text AS legacy_table,
+       m.job_id::text AS legacy_id,
+       CASE WHEN s.status IS NULL THEN NULL WHEN s.kind = 'image' THEN 'image_jobs' ELSE 'video_jobs' END AS target_table,
+       CASE WHEN s.status IS NULL THEN format('unknown status %s', coalesce(quote_literal(m.status), 'NULL')) END AS skip_reason,
+       m.status::text AS legacy_status,
+       s.kind,
+       uk.user_id,
+       genstudio_legacy.workflow_name('multitalk_jobs', s.legacy,
+                                      CASE s.kind WHEN 'image' THEN 'img2img' ELSE 'lipsync-one' END) AS workflow_name,
+       s.status,
+       m.timestamp_submitted AS created_at,
+       NULL::timestamptz AS started_at,
+       CASE WHEN s.status IN ('completed', 'failed') THEN m.timestamp_completed END AS completed_at,
+       CASE WHEN s.status IN ('completed', 'failed')
+            THEN round(extract(epoch FROM m.timestamp_completed - m.timestamp_submitted))::integer END AS processing_time_seconds,
+       genstudio_legacy.url_array(m.image_filename) AS input_image_urls,
+       genstudio_legacy.url_array(m.audio_filename) AS input_audio_urls,
+       genstudio_legacy.url_array(m.video_url) AS output_urls,
+       m.width,
+       m.height,
+       CASE s.kind WHEN 'video' THEN jsonb_build_object('trim_to_audio', m.trim_to_audio, 'legacy', s.legacy)
+                   ELSE jsonb_build_object('legacy', s.legacy) END AS parameters,
+       m.job_id::text AS comfy_job_id,
+       m.comfy_url::text AS comfy_url,
+       m.filename::text AS comfyui_output_filename,
+       m.subfolder::text AS comfyui_output_subfolder,
+       genstudio_legacy.comfy_output_type(m.filename, m.video_url) AS comfyui_output_type,
+       m.error_message,
+       coalesce(m.updated_at, m.timestamp_submitted) AS updated_at
+  FROM @source_table@ m
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(m.status) AS status,
+                            genstudio_legacy.output_kind(m.filename, m.video_url) AS kind,
+                            to_jsonb(m) AS legacy
+                     OFFSET 0) s  -- OFFSET 0: compute the row's jsonb once, not per use
+  LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'multitalk_jobs' AND uk.legacy_id = m.job_id;
+
+CREATE VIEW genstudio_legacy.multitalk_jobs_to_video_jobs AS
+SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
+       processing_time_seconds, input_image_urls, input_audio_urls, output_urls AS output_video_urls, width, height,
+       parameters, comfy_job_id, comfy_url, comfyui_output_filename, comfyui_output_subfolder, comfyui_output_type,
+       error_message, updated_at
+  FROM genstudio_legacy.multitalk_jobs_mapped
+ WHERE target_table = 'video_jobs';
+
+CREATE VIEW genstudio_legacy.multitalk_jobs_to_image_jobs AS
+SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
+       processing_time_seconds, input_image_urls, output_urls AS output_image_urls, width, height,
+       parameters, comfy_job_id, comfy_url, comfyui_output_filename, comfyui_output_subfolder, comfyui_output_type,
+       error_message, updated_at
+  FROM genstudio_legacy.multitalk_jobs_mapped
+ WHERE target_table = 'image_jobs';
+
+INSERT INTO genstudio_legacy.routes (source, target, view_name, key_column, key_type) VALUES
+    ('multitalk_jobs', 'video_jobs', 'multitalk_jobs_to_video_jobs', 'job_id', 'character varying'),
+    ('multitalk_jobs', 'image_jobs', 'multitalk_jobs_to_image_jobs', 'job_id', 'character varying');
+
+CREATE VIEW genstudio_legacy.multitalk_jobs_anomalies AS
+SELECT 'multitalk_jobs'::text AS source, legacy_id, 'unknown_status'::text AS kind,
+       skip_reason || '; not migrated until it is corrected' AS reason
+  FROM genstudio_legacy.multitalk_jobs_mapped WHERE target_table IS NULL
+UNION ALL
+SELECT 'multitalk_jobs', legacy_id, 'completed_without_output', 'status completed but no video_url'
+  FROM genstudio_legacy.multitalk_jobs_mapped WHERE status = 'completed' AND output_urls IS NULL
+UNION ALL
+SELECT 'multitalk_jobs', legacy_id, 'image_in_multitalk',
+       format('the result is an image (%s), so it goes to image_jobs as %s, not to video_jobs',
+              coalesce(nullif('.' || genstudio_legacy.file_extension(comfyui_output_filename), '.'),
+                       nullif('.' || genstudio_legacy.file_extension(output_urls[1]), '.'), 'content type in the URL'),
+              workflow_name)
+  FROM genstudio_legacy.multitalk_jobs_mapped WHERE target_table = 'image_jobs'
+UNION ALL
+SELECT 'multitalk_jobs', m.job_id::text, CASE WHEN p.problem LIKE '%empty' THEN 'empty_url' ELSE 'signed_url' END, p.problem
+  FROM @source_table@ m
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.url_problem('video_url', m.video_url) AS problem) p
+ WHERE p.problem IS NOT NULL;
+
+-- source: style_transfers
+CREATE VIEW genstudio_legacy.style_transfers_mapped AS
+SELECT t.id AS source_key,
+       'style_transfers'::text AS legacy_table,
+       t.id::text AS legacy_id,
+       CASE WHEN s.status IS NOT NULL THEN 'image_jobs' END AS target_table,
+       CASE WHEN s.status IS NULL THEN format('unknown status %s', coalesce(quote_literal(t.status), 'NULL')) END AS skip_reason,
+       t.status AS legacy_status,
+       coalesce(uk.user_id, ui.user_id) AS user_id,
+       genstudio_legacy.workflow_name('style_transfers', s.legacy, 'style-transfer') AS workflow_name,
+       s.status,
+       coalesce(t.created_at, t.updated_at, timestamptz 'epoch') AS created_at,
+       NULL::timestamptz AS started_at,
+       CASE WHEN s.status IN ('completed', 'failed') THEN t.updated_at END AS completed_at,
+       t.processing_time_seconds,
+       genstudio_legacy.url_array(t.source_image_url, t.style_image_url) AS input_image_urls,
+       t.prompt,
+       genstudio_legacy.url_array(t.result_image_url) AS output_image_urls,
+       jsonb_build_object('legacy', s.legacy) AS parameters,
+       t.comfyui_prompt_id AS comfy_job_id,
+       -- The legacy table never recorded its server: what `run --style-transfer-comfy-url`
+       -- says, for rows that ran on ComfyUI (they have a prompt id); '' (unknown) otherwise.
+       CASE WHEN t.comfyui_prompt_id IS NOT NULL
+            THEN coalesce((SELECT o.value FROM genstudio_legacy.options o WHERE o.name = 'style_transfers_comfy_url'), '')
+            ELSE '' END AS comfy_url,
+       NULL::text AS comfyui_output_type,
+       t.error_message,
+       t.model_used,
+       t.user_ip,
+       coalesce(t.updated_at, t.created_at, timestamptz 'epoch') AS updated_at
+  FROM @source_table@ t
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(t.status) AS status, to_jsonb(t) AS legacy OFFSET 0) s
+  LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'style_transfers' AND uk.legacy_id = t.id::text
+  LEFT JOIN genstudio_legacy.user_map_ip ui ON ui.user_ip = t.user_ip;
+
+CREATE VIEW genstudio_legacy.style_transfers_to_image_jobs AS
+SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
+       processing_time_seconds, input_image_urls, prompt, output_image_urls, parameters, comfy_job_id, comfy_url,
+       comfyui_output_type, error_message, model_used, user_ip, updated_at
+  FROM genstudio_legacy.style_transfers_mapped
+ WHERE target_table = 'image_jobs';
+
+INSERT INTO genstudio_legacy.routes (source, target, view_name, key_column, key_type) VALUES
+    ('style_transfers', 'image_jobs', 'style_transfers_to_image_jobs', 'id', 'uuid');
+
+CREATE VIEW genstudio_legacy.style_transfers_anomalies AS
+SELECT 'style_transfers'::text AS source, legacy_id, 'unknown_status'::text AS kind,
+       skip_reason || '; not migrated until it is corrected' AS reason
+  FROM genstudio_legacy.style_transfers_mapped WHERE target_table IS NULL
+UNION ALL
+SELECT 'style_transfers', legacy_id, 'completed_without_output', 'status completed but no result_image_url'
+  FROM genstudio_legacy.style_transfers_mapped WHERE status = 'completed' AND output_image_urls IS NULL
+UNION ALL
+SELECT 'style_transfers', t.id::text, 'missing_created_at',
+       format('created_at is NULL; the job is dated %s', coalesce('by its updated_at ' || t.updated_at, 'at the epoch'))
+  FROM @source_table@ t WHERE t.created_at IS NULL
+UNION ALL
+SELECT 'style_transfers', t.id::text, CASE WHEN p.problem LIKE '%empty' THEN 'empty_url' ELSE 'signed_url' END, p.problem
+  FROM @source_table@ t
+ CROSS JOIN LATERAL (VALUES (genstudio_legacy.url_problem('source_image_url', t.source_image_url)),
+                            (genstudio_legacy.url_problem('style_image_url', t.style_image_url)),
+                            (genstudio_legacy.url_problem('result_image_url', t.result_image_url))) p(problem)
+ WHERE p.problem IS NOT NULL;
+
+-- source: edited_images
+CREATE VIEW genstudio_legacy.edited_images_mapped AS
+SELECT e.id AS source_key,
+       'edited_images'::text AS legacy_table,
+       e.id::text AS legacy_id,
+       CASE WHEN s.status IS NOT NULL THEN 'image_jobs' END AS target_table,
+       CASE WHEN s.status IS NULL THEN format('unknown status %s', coalesce(quote_literal(e.status), 'NULL')) END AS skip_reason,
+       e.status AS legacy_status,
+       coalesce(uk.user_id, ui.user_id) AS user_id,
+       genstudio_legacy.workflow_name('edited_images', s.legacy, 'image-edit') AS workflow_name,
+       s.status,
+       coalesce(e.created_at, timestamptz 'epoch') AS created_at,
+       NULL::timestamptz AS started_at,
+       -- Edits ran synchronously on a hosted model: the row is written when the edit ends, its
+       -- processing time is the only duration known.
+       CASE WHEN s.status IN ('completed', 'failed') THEN e.created_at + make_interval(secs => e.processing_time_seconds) END AS completed_at,
+       e.processing_time_seconds,
+       genstudio_legacy.url_array(e.source_image_url) AS input_image_urls,
+       e.prompt,
+       genstudio_legacy.url_array(e.result_image_url) AS output_image_urls,
+       jsonb_build_object('legacy', s.legacy) AS parameters,
+       NULL::text AS comfy_job_id,
+       ''::text AS comfy_url,  -- never ran on ComfyUI; the target column is NOT NULL
+       NULL::text AS comfyui_output_type,
+       CASE WHEN e.model_used LIKE 'Error:%' THEN btrim(substr(e.model_used, 7)) END AS error_message,
+       CASE WHEN e.model_used LIKE 'Error:%' THEN NULL ELSE e.model_used END AS model_used,
+       e.user_ip,
+       coalesce(e.created_at, timestamptz 'epoch') AS updated_at
+  FROM @source_table@ e
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(e.status) AS status, to_jsonb(e) AS legacy OFFSET 0) s
+  LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'edited_images' AND uk.legacy_id = e.id::text
+  LEFT JOIN genstudio_legacy.user_map_ip ui ON ui.user_ip = e.user_ip;
+
+CREATE VIEW genstudio_legacy.edited_images_to_image_jobs AS
+SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
+       processing_time_seconds, input_image_urls, prompt, output_image_urls, parameters, comfy_job_id, comfy_url,
+       comfyui_output_type, error_message, model_used, user_ip, updated_at
+  FROM genstudio_legacy.edited_images_mapped
+ WHERE target_table = 'image_jobs';
+
+INSERT INTO genstudio_legacy.routes (source, target, view_name, key_column, key_type) VALUES
+    ('edited_images', 'image_jobs', 'edited_images_to_image_jobs', 'id', 'uuid');
+
+CREATE VIEW genstudio_legacy.edited_images_anomalies AS
+SELECT 'edited_images'::text AS source, legacy_id, 'unknown_status'::text AS kind,
+       skip_reason || '; not migrated until it is corrected' AS reason
+  FROM genstudio_legacy.edited_images_mapped WHERE target_table IS NULL
+UNION ALL
+SELECT 'edited_images', legacy_id, 'completed_without_output', 'status completed but no result_image_url'
+  FROM genstudio_legacy.edited_images_mapped WHERE status = 'completed' AND output_image_urls IS NULL
+UNION ALL
+SELECT 'edited_images', e.id::text, 'missing_created_at', 'created_at is NULL; the job is dated at the epoch'
+  FROM @source_table@ e WHERE e.created_at IS NULL
+UNION ALL
+SELECT 'edited_images', e.id::text, CASE WHEN p.problem LIKE '%empty' THEN 'empty_url' ELSE 'signed_url' END, p.problem
+  FROM @source_table@ e
+ CROSS JOIN LATERAL (VALUES (genstudio_legacy.url_problem('source_image_url', e.source_image_url)),
+                            (genstudio_legacy.url_problem('result_image_url', e.result_image_url))) p(problem)
+ WHERE p.problem IS NOT NULL;
+
+-- source: datasets
+-- A dataset and its `data` rows become one character-caption text job: the images are its
+-- inputs, every item (name, URL, caption, and its legacy id and created_at) its output_data.
+CREATE VIEW genstudio_legacy.datasets_mapped AS
+SELECT d.id AS source_key,
+       'datasets'::text AS legacy_table,
+       d.id::text AS legacy_id,
+       'text_jobs'::text AS target_table,
+       NULL::text AS skip_reason,
+       NULL::text AS legacy_status,
+       uk.user_id,
+       genstudio_legacy.workflow_name('datasets', s.legacy, 'character-caption') AS workflow_name,
+       -- A dataset is a saved result; captions still missing show as null in output_data.
+       'completed'::text AS status,
+       coalesce(d.created_at, d.updated_at, timestamptz 'epoch') AS created_at,
+       NULL::timestamptz AS started_at,
+       d.updated_at AS completed_at,
+       NULL::integer AS processing_time_seconds,
+       items.input_image_urls,
+       items.output_data,
+       -- The caption settings are the job's parameters; the dataset's own columns go under
+       -- "legacy" (settings are not repeated there).
+       CASE WHEN jsonb_typeof(d.settings) = 'object' THEN d.settings ELSE jsonb_build_object('settings', d.settings) END
+           || jsonb_build_object('legacy', s.legacy - 'settings') AS parameters,
+       NULL::text AS comfy_job_id,
+       NULL::text AS comfy_url,  -- captioning never recorded a ComfyUI server
+       coalesce(d.updated_at, d.created_at, timestamptz 'epoch') AS updated_at,
+       items.item_count
+  FROM @source_table@ d
+ CROSS JOIN LATERAL (SELECT to_jsonb(d) AS legacy OFFSET 0) s
+ CROSS JOIN LATERAL (
+        SELECT nullif(array_agg(x.image_url ORDER BY x.created_at, x.id) FILTER (WHERE x.image_url <> ''), '{}') AS input_image_urls,
+               coalesce(jsonb_agg(jsonb_build_object('id', x.id, 'name', x.image_name, 'url', x.image_url,
+                                                     'caption', x.caption, 'created_at', x.created_at)
+                                  ORDER BY x.created_at, x.id), '[]'::jsonb) AS output_data,
+               count(*) AS item_count
+          FROM @data_table@ x WHERE x.dataset_id = d.id) items
+  LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'datasets' AND uk.legacy_id = d.id::text;
+
+CREATE VIEW genstudio_legacy.datasets_to_text_jobs AS
+SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
+       processing_time_seconds, input_image_urls, output_data, parameters, comfy_job_id, comfy_url, updated_at
+  FROM genstudio_legacy.datasets_mapped
+ WHERE target_table = 'text_jobs';
+
+INSERT INTO genstudio_legacy.routes (source, target, view_name, key_column, key_type) VALUES
+    ('datasets', 'text_jobs', 'datasets_to_text_jobs', 'id', 'uuid');
+
+CREATE VIEW genstudio_legacy.datasets_anomalies AS
+SELECT 'datasets'::text AS source, legacy_id, 'completed_without_output'::text AS kind,
+       'the dataset has no images (data rows)' AS reason
+  FROM genstudio_legacy.datasets_mapped WHERE item_count = 0
+UNION ALL
+SELECT 'datasets', d.id::text, 'missing_created_at', 'created_at is NULL; the job is dated by its updated_at'
+  FROM @source_table@ d WHERE d.created_at IS NULL
+UNION ALL
+SELECT 'data', x.id::text, CASE WHEN p.problem LIKE '%empty' THEN 'empty_url' ELSE 'signed_url' END,
+       p.problem || format(' (dataset %s; the item is kept in output_data, left out of input_image_urls)', x.dataset_id)
+  FROM @data_table@ x
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.url_problem('image_url', x.image_url) AS problem) p
+ WHERE p.problem IS NOT NULL;
