@@ -210,10 +210,13 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.comfy_job_id_expression(target text)
 -- `run`: copy the legacy rows of `source` with after < key <= upto (NULL bounds: open ended)
 -- into their target tables; rows already copied are skipped. Returns rows inserted.
 -- TimeZone is fixed so the legacy row's timestamps render identically in parameters.legacy
--- whichever session copies, follows or verifies.
+-- whichever session copies, follows or verifies. Sequential scans are discouraged because the
+-- job tables' statistics lag while they fill: a planner that believes a table empty would
+-- check each row's prompt id by scanning it, which turns a copy quadratic.
 CREATE OR REPLACE FUNCTION genstudio_legacy.copy_range(p_source text, p_after text, p_upto text) RETURNS bigint
     LANGUAGE plpgsql
     SET timezone = 'UTC'
+    SET enable_seqscan = off
     AS $fn$
 DECLARE
     r record;
@@ -229,8 +232,6 @@ BEGIN
             SELECT %2$s, %3$s
               FROM genstudio_legacy.%4$I v
              WHERE %5$s %6$s
-               AND NOT EXISTS (SELECT 1 FROM public.%1$I t
-                                WHERE t.legacy_table = v.legacy_table AND t.legacy_id = v.legacy_id)
              ORDER BY v.source_key
             ON CONFLICT (legacy_table, legacy_id) DO NOTHING $q$,
             r.target, cols, genstudio_legacy.comfy_job_id_expression(r.target), r.view_name,
@@ -250,6 +251,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION genstudio_legacy.sync_key(p_source text, p_key text) RETURNS void
     LANGUAGE plpgsql
     SET timezone = 'UTC'
+    SET enable_seqscan = off  -- one key: always an index lookup, whatever the statistics say
     AS $fn$
 DECLARE
     r record;
@@ -328,6 +330,7 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.problems()
     RETURNS TABLE (kind text, source text, legacy_id text, target text, detail text)
     LANGUAGE plpgsql
     SET timezone = 'UTC'
+    SET work_mem = '256MB'  -- the comparison is one hash join per route; keep it in memory
     AS $fn$
 DECLARE
     r record;
