@@ -15,7 +15,6 @@ from genstudio.config import get_settings
 from genstudio.db.connection import DatabaseUnreachable, database
 from genstudio.db.migrator import MigrationError, Migrator, supabase_script
 from genstudio.legacy.cli import legacy_app
-from genstudio.legacy.cli import legacy_app
 
 app = typer.Typer(
     help="genstudio: job store, API and ComfyUI runner for generative-AI studios.",
@@ -24,7 +23,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-app.add_typer(legacy_app, name="legacy")
 app.add_typer(legacy_app, name="legacy")
 
 
