@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -53,25 +54,34 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8000].")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply pending migrations before serving.")] = True,
+    workers: Annotated[int | None, typer.Option(min=1, help="Server processes [default: 1, or GENSTUDIO_WORKERS].")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Serve the API and web UI; without DATABASE_URL, on an embedded PostgreSQL."""
     import uvicorn
 
     from genstudio.api.app import create_app
+    from genstudio.auth.tokens import load_or_create_secret
 
     settings = get_settings()
+    workers = workers or settings.workers
     try:
         with database(settings) as conninfo:
             if migrate:
                 applied = Migrator(conninfo).upgrade()
                 for m in applied:
                     typer.echo(f"applied migration {m.label}", err=True)
-            uvicorn.run(
-                create_app(conninfo, settings),
-                host=host or settings.host,
-                port=port or settings.port,
-                log_level="info",
-            )
+            listen = {"host": host or settings.host, "port": port or settings.port, "log_level": "info",
+                      "access_log": access_log}
+            if workers == 1:
+                uvicorn.run(create_app(conninfo, settings), **listen)
+            else:
+                # Worker processes build their own app from the environment: hand them the
+                # database this process resolved, and make the generated JWT secret (if any)
+                # before they start, so that they all share one.
+                os.environ["DATABASE_URL"] = conninfo
+                load_or_create_secret(settings)
+                uvicorn.run("genstudio.api.app:app_from_settings", factory=True, workers=workers, **listen)
     except (DatabaseUnreachable, MigrationError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:

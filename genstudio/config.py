@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", validation_alias="GENSTUDIO_HOST")
     port: int = Field(default=8000, validation_alias="GENSTUDIO_PORT")
+    # More than one process lets the API use more than one core; login rate limits are then
+    # counted per process.
+    workers: int = Field(default=1, ge=1, validation_alias="GENSTUDIO_WORKERS")
     pool_min_size: int = Field(default=2, validation_alias="GENSTUDIO_POOL_MIN")
     pool_max_size: int = Field(default=16, validation_alias="GENSTUDIO_POOL_MAX")
 

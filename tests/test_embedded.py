@@ -132,3 +132,19 @@ def test_unreachable_database_url_is_one_clear_line(args):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("genstudio: cannot reach the database at 127.0.0.1:1/nowhere")
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_with_several_workers_shares_one_database_and_stops_cleanly(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    command = [sys.executable, "-m", "genstudio", "serve", "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(command, env=clean_env(GENSTUDIO_DATA_DIR=str(data_dir)),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert wait_healthy(process, port)["schema_version"] == LATEST
+    # Both workers sign and check tokens with the one secret made before they started.
+    secret_file = data_dir / "jwt_secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    code, output = stop(process, signal.SIGTERM)
+    assert code == 0, output
+    assert output.count("Application startup complete") == 2
+    assert not is_running(data_dir / "postgres")

@@ -58,3 +58,9 @@ def _add_jobs_api(app: FastAPI, settings: Settings) -> None:
         app.include_router(job_router(output_type))
     app.include_router(feed.router)
     app.include_router(auth.router)
+
+
+def app_from_settings() -> FastAPI:
+    """The app of one `genstudio serve --workers N` process, configured from the environment."""
+    settings = get_settings()
+    return create_app(settings.database_url, settings)
