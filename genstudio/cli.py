@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from genstudio.config import get_settings
 from genstudio.db.connection import DatabaseUnreachable, database
@@ -47,6 +48,11 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more
     # SIGTERM then unwinds like Ctrl-C, so an embedded server is stopped on the way out
     # (uvicorn installs its own handlers while it serves, and restores these after).
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        get_settings()  # cached: every command after this reads the same, valid settings
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid setting in the environment or .env: {problems}")
 
 
 @app.command()

@@ -148,3 +148,12 @@ def test_serve_with_several_workers_shares_one_database_and_stops_cleanly(tmp_pa
     assert code == 0, output
     assert output.count("Application startup complete") == 2
     assert not is_running(data_dir / "postgres")
+
+
+def test_an_invalid_setting_is_one_clear_line():
+    result = subprocess.run([sys.executable, "-m", "genstudio", "serve"], env=clean_env(GENSTUDIO_PORT="eighty"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "genstudio: invalid setting in the environment or .env: GENSTUDIO_PORT: "
+        "Input should be a valid integer, unable to parse string as an integer"]
