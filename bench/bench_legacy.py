@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genstudio.db.embedded import EmbeddedPostgres  # noqa: E402
 from genstudio.db.migrator import Migrator  # noqa: E402
-from genstudio.legacy.migration import LegacyMigration  # noqa: E402
+from genstudio.legacy.migration import BATCH_SIZE, LegacyMigration  # noqa: E402
 from tests import legacy_fixtures as lf  # noqa: E402
 
 GUIDE_SQL = (Path(__file__).parent / "guide_step2.sql").read_text()
@@ -102,7 +102,7 @@ def bench(admin: str, rows: int, batch_size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="legacy rows to build (default 100,000)")
-    parser.add_argument("--batch-size", type=int, default=5000, help="run's batch size (default 5000)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"run's batch size (default {BATCH_SIZE})")
     parser.add_argument("--admin-url", help="conninfo allowed to CREATE DATABASE (default: an embedded server)")
     args = parser.parse_args()
     if args.admin_url:

@@ -17,7 +17,7 @@ from genstudio.db.connection import DatabaseUnreachable, database
 from genstudio.db.migrator import MigrationError
 from genstudio.legacy.install import LegacyError, operator_script
 from genstudio.legacy.maps import read_user_map, read_workflow_map
-from genstudio.legacy.migration import LegacyMigration, Plan, VerifyReport
+from genstudio.legacy.migration import BATCH_SIZE, LegacyMigration, Plan, VerifyReport
 
 legacy_app = typer.Typer(
     help="Migrate multitalk_jobs, style_transfers, edited_images and datasets into the job tables "
@@ -87,7 +87,7 @@ def _print_plan(plan: Plan, limit: int) -> None:
 @legacy_app.command()
 def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Do everything in a transaction that is rolled back.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Legacy rows per batch (one transaction each).")] = 5000,
+    batch_size: Annotated[int, typer.Option(help="Legacy rows per batch (one transaction each).")] = BATCH_SIZE,
     user_map: Annotated[Path | None, typer.Option(help="CSV: user_ip or legacy_table+legacy_id -> user_id.")] = None,
     workflow_map: Annotated[Path | None, typer.Option(help="CSV: legacy_table,column,pattern,workflow_name.")] = None,
     style_transfer_comfy_url: Annotated[str | None, typer.Option(

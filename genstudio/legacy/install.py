@@ -114,11 +114,18 @@ def _substitute(section: str, source: SourceTable) -> str:
     return text
 
 
-def _checksum(sources: dict[str, SourceTable]) -> str:
+def _checksum(conn: psycopg.Connection, sources: dict[str, SourceTable]) -> str:
+    """Of the mapping's text and of the legacy tables' columns: the views name the columns they
+    do not read (expand_other_columns), so a column added to a legacy table needs new views."""
     digest = hashlib.sha256(schema_sql().encode())
     for name, section in source_sections().items():
         if name in sources:
             digest.update(_substitute(section, sources[name]).encode())
+            for table in sources[name].tables:
+                digest.update(conn.execute(
+                    "SELECT string_agg(attname || ' ' || atttypid::regtype::text, ', ' ORDER BY attnum) FROM pg_attribute "
+                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    (f'public."{table}"',)).fetchone()[0].encode())
     return digest.hexdigest()
 
 
@@ -129,7 +136,7 @@ def schema_installed(conn: psycopg.Connection) -> bool:
 def install(conn: psycopg.Connection, sources: dict[str, SourceTable]) -> bool:
     """Install or refresh the mapping in the caller's transaction; False when it was current."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
-    checksum = _checksum(sources)
+    checksum = _checksum(conn, sources)
     if schema_installed(conn):
         current = conn.execute("SELECT checksum FROM genstudio_legacy.installed").fetchone()
         if current and current[0] == checksum:
@@ -146,7 +153,11 @@ def install(conn: psycopg.Connection, sources: dict[str, SourceTable]) -> bool:
     sections = source_sections()
     for name in SOURCES:
         if name in sources:
-            conn.execute(_substitute(sections[name], sources[name]))
+            text = conn.execute(
+                "SELECT genstudio_legacy.expand_other_columns(%s, %s, %s::regclass)",
+                (_substitute(sections[name], sources[name]), name, f'public."{sources[name].table}"'),
+            ).fetchone()[0]
+            conn.execute(text)
     conn.execute(
         "INSERT INTO genstudio_legacy.installed (checksum) VALUES (%s) "
         "ON CONFLICT (only_row) DO UPDATE SET checksum = EXCLUDED.checksum",
@@ -248,7 +259,8 @@ def operator_script() -> str:
         out.append(f"\n-- ---- {name} " + "-" * max(0, 70 - len(name)))
         out.append(f"DO $install$ BEGIN\n    IF {condition} THEN")
         for statement in statements:
-            out.append(f"        EXECUTE $stmt${statement.rstrip(';')}$stmt$;")
+            out.append(f"        EXECUTE genstudio_legacy.expand_other_columns($stmt${statement.rstrip(';')}$stmt$, "
+                       f"'{name}', 'public.{live.table}');")
         out.append("    END IF;\nEND $install$;")
     out += [
         "",

@@ -7,8 +7,10 @@ batches and their transactions, lock-timeout retries, the operator's maps, and r
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -35,6 +37,12 @@ T = TypeVar("T")
 # writes to the same tables never queue behind the migration for longer.
 LOCK_TIMEOUT = "2s"
 RETRIES = 20
+# Rows per batch (one transaction each). Bigger batches mean fewer statements to plan and
+# commits to make; a kill loses at most one batch of work, which the next run redoes.
+BATCH_SIZE = 20000
+# Connections `run` copies on at once, where the copy order allows it (see _copy_all): the work
+# is in the server, where the insert's index maintenance keeps one core busy per connection.
+COPY_CONNECTIONS = 2
 # Transient failures worth retrying: a lock not granted in time, a deadlock, and a native job
 # that claimed a ComfyUI prompt id between the collision check and the insert.
 _TRANSIENT = (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure, errors.UniqueViolation)
@@ -204,7 +212,7 @@ class LegacyMigration:
     def run(
         self,
         *,
-        batch_size: int = 5000,
+        batch_size: int = BATCH_SIZE,
         user_map: UserMap | None = None,
         workflow_map: list[WorkflowRule] | None = None,
         style_transfer_comfy_url: str | None = None,
@@ -228,12 +236,10 @@ class LegacyMigration:
             bar = tqdm(total=sum(totals.values()), unit=" rows", unit_scale=True, file=sys.stderr,
                        disable=not progress, desc="dry run" if dry_run else "copying", dynamic_ncols=True)
             with bar:
-                for source in (s for s in SOURCES if s in sources):
-                    self._copy_source(conn, sources[source], batch_size, bar)
-            if not dry_run:
-                # The job tables grew by up to the whole legacy data set: fresh statistics for
-                # verify and for the API's queries.
-                conn.execute("ANALYZE public.video_jobs, public.image_jobs, public.text_jobs")
+                self._copy_all(conn, sources, batch_size, bar, dry_run)
+            # The batches committed without waiting for their WAL flush: a transaction that has
+            # an id commits synchronously and so flushes them all before `run` reports them.
+            conn.execute("SELECT pg_current_xact_id()")
             after = self._copied_counts(conn)
             not_migrated = {
                 s: conn.execute(sql.SQL("SELECT count(*) FROM genstudio_legacy.{} WHERE target_table IS NULL").format(
@@ -247,34 +253,91 @@ class LegacyMigration:
                 resynced,
             )
 
-    def _copy_source(self, conn: psycopg.Connection, source: SourceTable, batch_size: int, bar: tqdm) -> None:
-        """Key-ordered batches, one transaction each: a kill loses at most the batch in flight,
-        and the next run skips every row already copied (the copy is keyed on legacy_id)."""
+    def _copy_all(self, conn: psycopg.Connection, sources: dict[str, SourceTable], batch_size: int,
+                  bar: tqdm, dry_run: bool) -> None:
+        """Copy every source, on COPY_CONNECTIONS connections where the rules allow it.
+
+        Order matters only for ComfyUI prompt ids: the first row to claim one in copy order keeps
+        it (rule 11). A multitalk row's prompt id is its own key, so no two multitalk rows claim
+        the same one and its key ranges can be copied side by side. A style transfer may claim an
+        id a multitalk img2img row or an earlier style transfer holds, so style_transfers follows
+        all of multitalk, in key order, on one connection. edited_images and datasets claim none.
+        A dry run is one transaction, so it copies everything on `conn`, in order."""
+        present = [s for s in SOURCES if s in sources]
+        if dry_run or COPY_CONNECTIONS < 2:
+            for source in present:
+                self._copy_source(conn, sources[source], batch_size, bar.update)
+            return
+        phases: list[list[list[tuple[SourceTable, str | None, str | None]]]] = []
+        if "multitalk_jobs" in sources:
+            multitalk = sources["multitalk_jobs"]
+            bounds = [None, *self._split_keys(conn, multitalk, COPY_CONNECTIONS), None]
+            phases.append([[(multitalk, lo, hi)] for lo, hi in zip(bounds, bounds[1:])])
+        lanes = [[(sources[s], None, None) for s in lane if s in sources]
+                 for lane in (("style_transfers",), ("edited_images", "datasets"))]
+        phases.append([lane for lane in lanes if lane])
+        lock = threading.Lock()
+
+        def advance(n: int) -> None:
+            with lock:
+                bar.update(n)
+
+        def copy_lane(lane: list[tuple[SourceTable, str | None, str | None]]) -> None:
+            with self._connect() as lane_conn:
+                for source, after, upto in lane:
+                    self._copy_source(lane_conn, source, batch_size, advance, after, upto)
+
+        with ThreadPoolExecutor(max_workers=COPY_CONNECTIONS) as pool:
+            for phase in phases:
+                for done in [pool.submit(copy_lane, lane) for lane in phase]:
+                    done.result()
+
+    @staticmethod
+    def _split_keys(conn: psycopg.Connection, source: SourceTable, parts: int) -> list[str]:
+        """Keys that cut the source into `parts` ranges of about equal size (fewer if it is small)."""
         key = sql.Identifier(KEY_COLUMNS[source.source])
-        next_bound = sql.SQL(
-            "SELECT k::text, count(*) OVER () FROM (SELECT {key} AS k FROM public.{table} "
-            "WHERE {after} ORDER BY {key} LIMIT %(n)s) b ORDER BY k DESC LIMIT 1"
+        rows = conn.execute(sql.SQL(
+            "SELECT max(k)::text FROM (SELECT {key} AS k, ntile(%s) OVER (ORDER BY {key}) AS part FROM public.{table}) t "
+            "GROUP BY part ORDER BY part"
+        ).format(key=key, table=sql.Identifier(source.table)), (parts,)).fetchall()
+        return [r[0] for r in rows[:-1]]
+
+    def _copy_source(self, conn: psycopg.Connection, source: SourceTable, batch_size: int,
+                     advance: Callable[[int], object], after: str | None = None, upto: str | None = None) -> None:
+        """Key-ordered batches of the keys in (after, upto], one transaction each: a kill loses at
+        most the batch in flight, and the next run skips every row already copied (the copy is
+        keyed on legacy_id)."""
+        key = sql.Identifier(KEY_COLUMNS[source.source])
+        key_type = sql.SQL(conn.execute("SELECT key_type FROM genstudio_legacy.routes WHERE source = %s LIMIT 1",
+                                        (source.source,)).fetchone()[0])
+        conditions = [sql.SQL("{} <= %(upto)s::{}").format(key, key_type)] if upto is not None else []
+        # The batch's upper key and the copy of the batch, in one statement (one round trip).
+        first, following = (
+            sql.SQL(
+                "SELECT b.k::text, b.n, genstudio_legacy.copy_range(%(source)s::text, %(after)s::text, b.k::text) "
+                "FROM (SELECT k, count(*) OVER () AS n FROM (SELECT {key} AS k FROM public.{table} {where} "
+                "ORDER BY {key} LIMIT %(n)s) b ORDER BY k DESC LIMIT 1) b"
+            ).format(key=key, table=sql.Identifier(source.table),
+                     where=sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""))
+            for where in (conditions, [sql.SQL("{} > %(after)s::{}").format(key, key_type), *conditions])
         )
-        after: str | None = None
         while True:
             def batch() -> tuple[str | None, int]:
-                condition = sql.SQL("true") if after is None else sql.SQL("{} > %(after)s::{}").format(
-                    key, sql.SQL(conn.execute(
-                        "SELECT key_type FROM genstudio_legacy.routes WHERE source = %s LIMIT 1",
-                        (source.source,)).fetchone()[0]))
-                upto, n = conn.execute(
-                    next_bound.format(key=key, table=sql.Identifier(source.table), after=condition),
-                    {"after": after, "n": batch_size},
-                ).fetchone() or (None, 0)
-                if upto is not None:
-                    conn.execute("SELECT genstudio_legacy.copy_range(%s, %s, %s)", (source.source, after, upto))
-                return upto, n
+                # An acknowledged commit that a server crash then loses costs nothing here: the
+                # copy is idempotent and keyed, so the next `run` copies those rows again. So the
+                # batches do not wait for their WAL flush; `run` flushes them all at its end.
+                conn.execute("SET LOCAL synchronous_commit = off")
+                last, n, _ = conn.execute(
+                    first if after is None else following,
+                    {"source": source.source, "after": after, "upto": upto, "n": batch_size},
+                ).fetchone() or (None, 0, 0)
+                return last, n
 
-            upto, n = self._retrying(conn, batch)
-            if upto is None:
+            last, n = self._retrying(conn, batch)
+            if last is None:
                 return
-            bar.update(n)
-            after = upto
+            advance(n)
+            after = last
 
     @staticmethod
     def _copied_counts(conn: psycopg.Connection) -> dict[tuple[str, str], int]:

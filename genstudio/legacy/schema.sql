@@ -68,8 +68,9 @@ CREATE TABLE IF NOT EXISTS genstudio_legacy.installed (
 );
 
 -- The columns each legacy table is known to have; `optional` ones may be absent (project_id
--- was added late). Anything else in a legacy table is reported by `plan` (and still kept,
--- since the whole legacy row is stored under parameters.legacy).
+-- was added late). The mapping views read exactly the non-optional ones; every other column
+-- (optional or unknown) is kept under parameters.legacy (expand_other_columns), and unknown
+-- ones are reported by `plan`.
 CREATE TABLE IF NOT EXISTS genstudio_legacy.known_columns (
     legacy_table text NOT NULL,
     column_name  text NOT NULL,
@@ -115,24 +116,33 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.url_array(VARIADIC urls text[]) RETU
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT nullif(array_remove(array_remove(urls, NULL), ''), '{}') $$;
 
--- The lower-case extension of a file name or of a URL's path ('' when there is none).
+-- The lower-case extension of a file name or of a URL's path ('' when there is none): the
+-- end of what precedes the first `?` or `#`. One regular expression, because it runs for every
+-- multitalk row, several times (the views have no fence that would compute it once per row:
+-- such a fence keeps verify from running in parallel).
 CREATE OR REPLACE FUNCTION genstudio_legacy.file_extension(name text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT lower(coalesce(substring(split_part(split_part(name, '?', 1), '#', 1) FROM '\.([A-Za-z0-9]{1,5})$'), '')) $$;
+    AS $$ SELECT lower(coalesce(substring(name FROM '^[^?#]*\.([A-Za-z0-9]{1,5})(?:[?#]|$)'), '')) $$;
 
 -- Whether a multitalk_jobs row produced an image (img2img) or a video, from evidence: the
 -- output file's extension, else the result URL's extension, else a content type carried in
 -- the URL (`data:image/…`, `response-content-type=image/…`). No evidence (the job has not
--- produced anything yet): video, the table's purpose.
+-- produced anything yet): video, the table's purpose. (A simple CASE evaluates each
+-- extension once.)
 CREATE OR REPLACE FUNCTION genstudio_legacy.output_kind(filename text, url text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT CASE
-        WHEN genstudio_legacy.file_extension(filename) IN ('png','jpg','jpeg','webp','bmp','tif','tiff') THEN 'image'
-        WHEN genstudio_legacy.file_extension(filename) IN ('mp4','webm','mov','mkv','avi','m4v','gif') THEN 'video'
-        WHEN genstudio_legacy.file_extension(url) IN ('png','jpg','jpeg','webp','bmp','tif','tiff') THEN 'image'
-        WHEN genstudio_legacy.file_extension(url) IN ('mp4','webm','mov','mkv','avi','m4v','gif') THEN 'video'
-        WHEN url ~* '^data:image/|[?&](response-)?content-type=image(/|%2F)' THEN 'image'
-        ELSE 'video'
+    AS $$ SELECT CASE genstudio_legacy.file_extension(filename)
+        WHEN 'png' THEN 'image' WHEN 'jpg' THEN 'image' WHEN 'jpeg' THEN 'image' WHEN 'webp' THEN 'image'
+        WHEN 'bmp' THEN 'image' WHEN 'tif' THEN 'image' WHEN 'tiff' THEN 'image'
+        WHEN 'mp4' THEN 'video' WHEN 'webm' THEN 'video' WHEN 'mov' THEN 'video' WHEN 'mkv' THEN 'video'
+        WHEN 'avi' THEN 'video' WHEN 'm4v' THEN 'video' WHEN 'gif' THEN 'video'
+        ELSE CASE genstudio_legacy.file_extension(url)
+            WHEN 'png' THEN 'image' WHEN 'jpg' THEN 'image' WHEN 'jpeg' THEN 'image' WHEN 'webp' THEN 'image'
+            WHEN 'bmp' THEN 'image' WHEN 'tif' THEN 'image' WHEN 'tiff' THEN 'image'
+            WHEN 'mp4' THEN 'video' WHEN 'webm' THEN 'video' WHEN 'mov' THEN 'video' WHEN 'mkv' THEN 'video'
+            WHEN 'avi' THEN 'video' WHEN 'm4v' THEN 'video' WHEN 'gif' THEN 'video'
+            ELSE CASE WHEN url ~* '^data:image/|[?&](response-)?content-type=image(/|%2F)' THEN 'image' ELSE 'video' END
+        END
     END $$;
 
 -- ComfyUI's output type of the result file: `temp` when the URL says `type=temp` or the file
@@ -145,14 +155,58 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.comfy_output_type(filename text, url
         ELSE 'output'
     END $$;
 
--- The workflow-map rule that names this row's workflow, or the default.
+-- The workflow-map rule that names this row's workflow, or the default. Not inlinable (it runs
+-- a query), so the views call it only when the map has rules for the source.
 CREATE OR REPLACE FUNCTION genstudio_legacy.workflow_name(source text, legacy_row jsonb, fallback text) RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT coalesce(
         (SELECT w.workflow_name FROM genstudio_legacy.workflow_map w
           WHERE w.legacy_table = source AND (legacy_row ->> w.column_name) ~ w.pattern
           ORDER BY w.position LIMIT 1),
         fallback) $$;
+
+-- A legacy value for parameters.legacy: {name: value}, or {} when a target column reproduces
+-- it exactly (`reproduced`; NULL counts as not reproduced). Inlined by the planner.
+CREATE OR REPLACE FUNCTION genstudio_legacy.kept(name text, value anyelement, reproduced boolean) RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN reproduced THEN '{}'::jsonb ELSE jsonb_build_object(name, value) END $$;
+
+-- A URL that becomes an element of a URL array (url_array): only '' is lost there (NULL stays
+-- NULL: no element), so only '' is kept.
+CREATE OR REPLACE FUNCTION genstudio_legacy.kept_url(name text, url text) RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE  -- as jsonb_build_object is: an IMMUTABLE one would not be inlined
+    AS $$ SELECT CASE WHEN url = '' THEN jsonb_build_object(name, '') ELSE '{}'::jsonb END $$;
+
+-- Expands `@other_columns(<alias>)@` in a mapping view's text into a jsonb_build_object of the
+-- columns of `tbl` the view does not read (the non-optional known columns are the ones it
+-- reads), so that they are kept under parameters.legacy: `project_id` where it exists, and any
+-- column the mapping does not know. Done once at install, from the catalog, instead of
+-- to_jsonb(row) per row.
+CREATE OR REPLACE FUNCTION genstudio_legacy.expand_other_columns(statement text, legacy_table text, tbl regclass)
+    RETURNS text
+    LANGUAGE plpgsql STABLE
+    AS $fn$
+DECLARE
+    alias text;
+    expression text;
+BEGIN
+    FOR alias IN SELECT DISTINCT (regexp_matches(statement, '@other_columns\((\w+)\)@', 'g'))[1] LOOP
+        -- jsonb_build_object takes at most 100 arguments: 50 columns a call.
+        SELECT coalesce(string_agg(part, ' || ' ORDER BY chunk), '''{}''::jsonb') INTO expression
+          FROM (SELECT (n - 1) / 50 AS chunk,
+                       'jsonb_build_object(' || string_agg(format('%L, %I.%I', attname, alias, attname), ', ' ORDER BY n) || ')' AS part
+                  FROM (SELECT a.attname, row_number() OVER (ORDER BY a.attnum) AS n
+                          FROM pg_attribute a
+                         WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+                           AND NOT EXISTS (SELECT 1 FROM genstudio_legacy.known_columns k
+                                            WHERE k.legacy_table = expand_other_columns.legacy_table
+                                              AND k.column_name = a.attname AND NOT k.optional)) c
+                 GROUP BY 1) parts;
+        statement := replace(statement, format('@other_columns(%s)@', alias), '(' || expression || ')');
+    END LOOP;
+    RETURN statement;
+END
+$fn$;
 
 -- When a signed storage URL stops working: a Supabase `…/object/sign/…?token=<JWT>` by the
 -- JWT's `exp` (read, not verified), an S3 presigned URL by X-Amz-Date + X-Amz-Expires, a
@@ -343,15 +397,22 @@ BEGIN
                FROM genstudio_legacy.%2$I m WHERE m.target_table IS NULL ORDER BY m.source_key',
             src.source, src.source || '_mapped');
     END LOOP;
+    -- One pass per route: the mapped rows FULL JOIN the target rows of that source, by legacy
+    -- key (a hash join; parallel when the planner finds it worth it). A row on one side only
+    -- is missing or extra; on both, every column is compared, and the differing ones are named
+    -- only for the rows that differ.
     FOR r IN SELECT * FROM genstudio_legacy.routes ORDER BY source, target LOOP
         cols := genstudio_legacy.route_columns(r.view_name, ARRAY['comfy_job_id', 'updated_at']);
         RETURN QUERY EXECUTE format($q$
-            SELECT CASE WHEN t.id IS NULL THEN 'missing' ELSE 'mismatch' END, %1$L::text, v.legacy_id, %2$L::text,
-                   CASE WHEN t.id IS NULL THEN NULL ELSE array_to_string(array_remove(ARRAY[%3$s, %4$s], NULL), ', ') END
+            SELECT CASE WHEN v.legacy_id IS NULL THEN 'extra' WHEN t.id IS NULL THEN 'missing' ELSE 'mismatch' END,
+                   %1$L::text, coalesce(v.legacy_id, t.legacy_id), %2$L::text,
+                   CASE WHEN v.legacy_id IS NULL THEN 'no legacy row maps here'
+                        WHEN t.id IS NULL THEN NULL
+                        ELSE array_to_string(array_remove(ARRAY[%3$s, %4$s], NULL), ', ') END
               FROM genstudio_legacy.%5$I v
-              LEFT JOIN public.%2$I t ON t.legacy_table = v.legacy_table AND t.legacy_id = v.legacy_id
-             WHERE t.id IS NULL OR (%6$s) IS DISTINCT FROM (%7$s) OR NOT (%8$s)
-             ORDER BY v.source_key $q$,
+              FULL JOIN (SELECT * FROM public.%2$I WHERE legacy_table = %1$L) t ON t.legacy_id = v.legacy_id
+             WHERE v.legacy_id IS NULL OR t.id IS NULL OR (%6$s) IS DISTINCT FROM (%7$s) OR NOT (%8$s)
+             ORDER BY v.source_key NULLS LAST, t.legacy_id $q$,
             r.source, r.target,
             (SELECT string_agg(format('CASE WHEN t.%1$I IS DISTINCT FROM v.%1$I THEN %1$L END', x), ', ') FROM unnest(cols) x),
             'CASE WHEN NOT (' || genstudio_legacy.comfy_job_id_matches(r.target) || $c$) THEN 'comfy_job_id' END$c$,
@@ -359,13 +420,6 @@ BEGIN
             (SELECT string_agg('t.' || quote_ident(x), ', ') FROM unnest(cols) x),
             (SELECT string_agg('v.' || quote_ident(x), ', ') FROM unnest(cols) x),
             genstudio_legacy.comfy_job_id_matches(r.target));
-        RETURN QUERY EXECUTE format($q$
-            SELECT 'extra'::text, %1$L::text, t.legacy_id, %2$L::text, 'no legacy row maps here'::text
-              FROM public.%2$I t
-             WHERE t.legacy_table = %1$L
-               AND NOT EXISTS (SELECT 1 FROM genstudio_legacy.%3$I v WHERE v.legacy_id = t.legacy_id)
-             ORDER BY t.legacy_id $q$,
-            r.source, r.target, r.view_name);
     END LOOP;
     -- A source table that is gone (or not installed) leaves copies behind: extra too.
     FOR r IN SELECT DISTINCT t.target, s.source FROM (VALUES ('video_jobs'), ('image_jobs'), ('text_jobs')) t(target)

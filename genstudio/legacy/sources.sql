@@ -8,8 +8,17 @@
 --                           row that cannot be migrated, with skip_reason saying why;
 --   <source>_to_<target>    the rows for one target table, under the target's column names;
 --   <source>_anomalies      what `plan` reports for this source.
--- Every view keeps the whole legacy row under parameters.legacy (to_jsonb of the row), so no
--- legacy value is lost, including columns this mapping does not know.
+-- No legacy value is lost: each one lands in a target column that reproduces it exactly, or
+-- under parameters.legacy. That key holds the legacy primary key and created_at, every value a
+-- rule transforms lossily (a status renamed, an empty URL dropped from an array, ...), and, via
+-- @other_columns(alias)@, every column the view does not read (project_id, columns the mapping
+-- does not know). Install expands that marker from the catalog (expand_other_columns), so
+-- unknown columns are kept without building the whole row as JSON, which dominated the cost of
+-- every copy and every verify.
+--
+-- Per-row cost matters here (a copy, and verify, evaluate these views for every legacy row):
+-- helpers are single-expression SQL functions that the planner inlines, and the workflow map is
+-- consulted only when it has rules for the source (an InitPlan, evaluated once per query).
 
 -- source: multitalk_jobs
 CREATE VIEW genstudio_legacy.multitalk_jobs_mapped AS
@@ -21,8 +30,9 @@ SELECT m.job_id AS source_key,
        m.status::text AS legacy_status,
        s.kind,
        uk.user_id,
-       genstudio_legacy.workflow_name('multitalk_jobs', s.legacy,
-                                      CASE s.kind WHEN 'image' THEN 'img2img' ELSE 'lipsync-one' END) AS workflow_name,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'multitalk_jobs')
+            THEN s.default_workflow
+            ELSE genstudio_legacy.workflow_name('multitalk_jobs', to_jsonb(m), s.default_workflow) END AS workflow_name,
        s.status,
        m.timestamp_submitted AS created_at,
        NULL::timestamptz AS started_at,
@@ -34,8 +44,12 @@ SELECT m.job_id AS source_key,
        genstudio_legacy.url_array(m.video_url) AS output_urls,
        m.width,
        m.height,
+       -- Under "legacy": the key, created_at and updated_at (the target's updated_at is its own
+       -- bookkeeping), and what no column reproduces: a renamed status, a completion time of an
+       -- unfinished job, '' file names and URLs (the arrays drop them), trim_to_audio of an
+       -- image job, and the columns the view does not read (project_id, unknown ones).
        CASE s.kind WHEN 'video' THEN jsonb_build_object('trim_to_audio', m.trim_to_audio, 'legacy', s.legacy)
-                   ELSE jsonb_build_object('legacy', s.legacy) END AS parameters,
+                   ELSE jsonb_build_object('legacy', s.legacy || jsonb_build_object('trim_to_audio', m.trim_to_audio)) END AS parameters,
        m.job_id::text AS comfy_job_id,
        m.comfy_url::text AS comfy_url,
        m.filename::text AS comfyui_output_filename,
@@ -45,9 +59,16 @@ SELECT m.job_id AS source_key,
        coalesce(m.updated_at, m.timestamp_submitted) AS updated_at
   FROM @source_table@ m
  CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(m.status) AS status,
-                            genstudio_legacy.output_kind(m.filename, m.video_url) AS kind,
-                            to_jsonb(m) AS legacy
-                     OFFSET 0) s  -- OFFSET 0: compute the row's jsonb once, not per use
+                            genstudio_legacy.output_kind(m.filename, m.video_url) AS kind) k
+ CROSS JOIN LATERAL (SELECT k.status, k.kind, CASE k.kind WHEN 'image' THEN 'img2img' ELSE 'lipsync-one' END AS default_workflow,
+                            jsonb_build_object('job_id', m.job_id, 'created_at', m.created_at, 'updated_at', m.updated_at)
+                            || genstudio_legacy.kept('status', m.status, m.status = k.status)
+                            || genstudio_legacy.kept('timestamp_completed', m.timestamp_completed,
+                                                     m.timestamp_completed IS NULL OR k.status IN ('completed', 'failed'))
+                            || genstudio_legacy.kept_url('image_filename', m.image_filename)
+                            || genstudio_legacy.kept_url('audio_filename', m.audio_filename)
+                            || genstudio_legacy.kept_url('video_url', m.video_url)
+                            || @other_columns(m)@ AS legacy) s
   LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'multitalk_jobs' AND uk.legacy_id = m.job_id;
 
 CREATE VIEW genstudio_legacy.multitalk_jobs_to_video_jobs AS
@@ -99,7 +120,9 @@ SELECT t.id AS source_key,
        CASE WHEN s.status IS NULL THEN format('unknown status %s', coalesce(quote_literal(t.status), 'NULL')) END AS skip_reason,
        t.status AS legacy_status,
        coalesce(uk.user_id, ui.user_id) AS user_id,
-       genstudio_legacy.workflow_name('style_transfers', s.legacy, 'style-transfer') AS workflow_name,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'style_transfers')
+            THEN 'style-transfer'
+            ELSE genstudio_legacy.workflow_name('style_transfers', to_jsonb(t), 'style-transfer') END AS workflow_name,
        s.status,
        coalesce(t.created_at, t.updated_at, timestamptz 'epoch') AS created_at,
        NULL::timestamptz AS started_at,
@@ -108,7 +131,18 @@ SELECT t.id AS source_key,
        genstudio_legacy.url_array(t.source_image_url, t.style_image_url) AS input_image_urls,
        t.prompt,
        genstudio_legacy.url_array(t.result_image_url) AS output_image_urls,
-       jsonb_build_object('legacy', s.legacy) AS parameters,
+       -- Under "legacy": the key, created_at, updated_at, the legacy workflow name, the prompt
+       -- id (comfy_job_id is NULL when another row holds it), and what no column reproduces: a
+       -- renamed status, the input URLs when one is '' or NULL (the array loses which one), an
+       -- '' result URL, and the columns the view does not read.
+       jsonb_build_object('legacy',
+           jsonb_build_object('id', t.id, 'created_at', t.created_at, 'updated_at', t.updated_at,
+                              'workflow_name', t.workflow_name, 'comfyui_prompt_id', t.comfyui_prompt_id)
+           || genstudio_legacy.kept('status', t.status, t.status = s.status)
+           || CASE WHEN t.source_image_url <> '' AND t.style_image_url <> '' THEN '{}'::jsonb
+                   ELSE jsonb_build_object('source_image_url', t.source_image_url, 'style_image_url', t.style_image_url) END
+           || genstudio_legacy.kept_url('result_image_url', t.result_image_url)
+           || @other_columns(t)@) AS parameters,
        t.comfyui_prompt_id AS comfy_job_id,
        -- The legacy table never recorded its server: what `run --style-transfer-comfy-url`
        -- says, for rows that ran on ComfyUI (they have a prompt id); '' (unknown) otherwise.
@@ -121,7 +155,7 @@ SELECT t.id AS source_key,
        t.user_ip,
        coalesce(t.updated_at, t.created_at, timestamptz 'epoch') AS updated_at
   FROM @source_table@ t
- CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(t.status) AS status, to_jsonb(t) AS legacy OFFSET 0) s
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(t.status) AS status) s
   LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'style_transfers' AND uk.legacy_id = t.id::text
   LEFT JOIN genstudio_legacy.user_map_ip ui ON ui.user_ip = t.user_ip;
 
@@ -163,7 +197,9 @@ SELECT e.id AS source_key,
        CASE WHEN s.status IS NULL THEN format('unknown status %s', coalesce(quote_literal(e.status), 'NULL')) END AS skip_reason,
        e.status AS legacy_status,
        coalesce(uk.user_id, ui.user_id) AS user_id,
-       genstudio_legacy.workflow_name('edited_images', s.legacy, 'image-edit') AS workflow_name,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'edited_images')
+            THEN 'image-edit'
+            ELSE genstudio_legacy.workflow_name('edited_images', to_jsonb(e), 'image-edit') END AS workflow_name,
        s.status,
        coalesce(e.created_at, timestamptz 'epoch') AS created_at,
        NULL::timestamptz AS started_at,
@@ -174,7 +210,16 @@ SELECT e.id AS source_key,
        genstudio_legacy.url_array(e.source_image_url) AS input_image_urls,
        e.prompt,
        genstudio_legacy.url_array(e.result_image_url) AS output_image_urls,
-       jsonb_build_object('legacy', s.legacy) AS parameters,
+       -- Under "legacy": the key, created_at, the legacy workflow name, and what no column
+       -- reproduces: a renamed status, '' URLs, an 'Error: ...' model_used (it becomes the
+       -- trimmed error_message), and the columns the view does not read.
+       jsonb_build_object('legacy',
+           jsonb_build_object('id', e.id, 'created_at', e.created_at, 'workflow_name', e.workflow_name)
+           || genstudio_legacy.kept('status', e.status, e.status = s.status)
+           || genstudio_legacy.kept_url('source_image_url', e.source_image_url)
+           || genstudio_legacy.kept_url('result_image_url', e.result_image_url)
+           || genstudio_legacy.kept('model_used', e.model_used, e.model_used NOT LIKE 'Error:%' IS NOT FALSE)
+           || @other_columns(e)@) AS parameters,
        NULL::text AS comfy_job_id,
        ''::text AS comfy_url,  -- never ran on ComfyUI; the target column is NOT NULL
        NULL::text AS comfyui_output_type,
@@ -183,7 +228,7 @@ SELECT e.id AS source_key,
        e.user_ip,
        coalesce(e.created_at, timestamptz 'epoch') AS updated_at
   FROM @source_table@ e
- CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(e.status) AS status, to_jsonb(e) AS legacy OFFSET 0) s
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(e.status) AS status) s
   LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'edited_images' AND uk.legacy_id = e.id::text
   LEFT JOIN genstudio_legacy.user_map_ip ui ON ui.user_ip = e.user_ip;
 
@@ -225,7 +270,9 @@ SELECT d.id AS source_key,
        NULL::text AS skip_reason,
        NULL::text AS legacy_status,
        uk.user_id,
-       genstudio_legacy.workflow_name('datasets', s.legacy, 'character-caption') AS workflow_name,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'datasets')
+            THEN 'character-caption'
+            ELSE genstudio_legacy.workflow_name('datasets', to_jsonb(d), 'character-caption') END AS workflow_name,
        -- A dataset is a saved result; captions still missing show as null in output_data.
        'completed'::text AS status,
        coalesce(d.created_at, d.updated_at, timestamptz 'epoch') AS created_at,
@@ -233,24 +280,29 @@ SELECT d.id AS source_key,
        d.updated_at AS completed_at,
        NULL::integer AS processing_time_seconds,
        items.input_image_urls,
-       items.output_data,
+       coalesce(items.output_data, '[]'::jsonb) AS output_data,
        -- The caption settings are the job's parameters; the dataset's own columns go under
        -- "legacy" (settings are not repeated there).
        CASE WHEN jsonb_typeof(d.settings) = 'object' THEN d.settings ELSE jsonb_build_object('settings', d.settings) END
-           || jsonb_build_object('legacy', s.legacy - 'settings') AS parameters,
+           || jsonb_build_object('legacy', jsonb_build_object('id', d.id, 'name', d.name, 'character_trigger', d.character_trigger,
+                                                              'created_at', d.created_at, 'updated_at', d.updated_at)
+                                           || @other_columns(d)@) AS parameters,
        NULL::text AS comfy_job_id,
        NULL::text AS comfy_url,  -- captioning never recorded a ComfyUI server
        coalesce(d.updated_at, d.created_at, timestamptz 'epoch') AS updated_at,
-       items.item_count
+       coalesce(items.item_count, 0) AS item_count
   FROM @source_table@ d
- CROSS JOIN LATERAL (SELECT to_jsonb(d) AS legacy OFFSET 0) s
- CROSS JOIN LATERAL (
-        SELECT nullif(array_agg(x.image_url ORDER BY x.created_at, x.id) FILTER (WHERE x.image_url <> ''), '{}') AS input_image_urls,
-               coalesce(jsonb_agg(jsonb_build_object('id', x.id, 'name', x.image_name, 'url', x.image_url,
-                                                     'caption', x.caption, 'created_at', x.created_at)
-                                  ORDER BY x.created_at, x.id), '[]'::jsonb) AS output_data,
+  -- A join to the items grouped by dataset, not a subquery per dataset: `data` has no index on
+  -- dataset_id (the legacy tables are not altered), so a per-dataset lookup scans all of `data`
+  -- for each dataset. For one dataset (follow), the key is pushed down into the grouping.
+  LEFT JOIN (
+        SELECT x.dataset_id,
+               nullif(array_agg(x.image_url ORDER BY x.created_at, x.id) FILTER (WHERE x.image_url <> ''), '{}') AS input_image_urls,
+               jsonb_agg(jsonb_build_object('id', x.id, 'name', x.image_name, 'url', x.image_url,
+                                            'caption', x.caption, 'created_at', x.created_at)
+                         ORDER BY x.created_at, x.id) AS output_data,
                count(*) AS item_count
-          FROM @data_table@ x WHERE x.dataset_id = d.id) items
+          FROM @data_table@ x GROUP BY x.dataset_id) items ON items.dataset_id = d.id
   LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'datasets' AND uk.legacy_id = d.id::text;
 
 CREATE VIEW genstudio_legacy.datasets_to_text_jobs AS
