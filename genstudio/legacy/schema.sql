@@ -117,12 +117,19 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.url_array(VARIADIC urls text[]) RETU
     AS $$ SELECT nullif(array_remove(array_remove(urls, NULL), ''), '{}') $$;
 
 -- The lower-case extension of a file name or of a URL's path ('' when there is none): the
--- end of what precedes the first `?` or `#`. One regular expression, because it runs for every
--- multitalk row, several times (the views have no fence that would compute it once per row:
--- such a fence keeps verify from running in parallel).
+-- end of what precedes the first `?` or `#`. (For plan's messages; output_kind tests the same
+-- thing without a regular expression.)
 CREATE OR REPLACE FUNCTION genstudio_legacy.file_extension(name text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT lower(coalesce(substring(name FROM '^[^?#]*\.([A-Za-z0-9]{1,5})(?:[?#]|$)'), '')) $$;
+    AS $$ SELECT lower(coalesce(substring(split_part(split_part(name, '?', 1), '#', 1) FROM '\.([A-Za-z0-9]{1,5})$'), '')) $$;
+
+-- What follows the last `.` of what precedes the first `?` or `#`, lower-cased; with no `.`,
+-- something starting with `/`, which is no extension. It equals file_extension() whenever
+-- either is one of output_kind's extensions, and costs a tenth of it: output_kind runs for
+-- every multitalk row, several times (once per use of the row's kind in the views).
+CREATE OR REPLACE FUNCTION genstudio_legacy.last_suffix(name text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT lower(split_part('/' || split_part(split_part(name, '?', 1), '#', 1), '.', -1)) $$;
 
 -- Whether a multitalk_jobs row produced an image (img2img) or a video, from evidence: the
 -- output file's extension, else the result URL's extension, else a content type carried in
@@ -131,12 +138,12 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.file_extension(name text) RETURNS te
 -- extension once.)
 CREATE OR REPLACE FUNCTION genstudio_legacy.output_kind(filename text, url text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT CASE genstudio_legacy.file_extension(filename)
+    AS $$ SELECT CASE genstudio_legacy.last_suffix(filename)
         WHEN 'png' THEN 'image' WHEN 'jpg' THEN 'image' WHEN 'jpeg' THEN 'image' WHEN 'webp' THEN 'image'
         WHEN 'bmp' THEN 'image' WHEN 'tif' THEN 'image' WHEN 'tiff' THEN 'image'
         WHEN 'mp4' THEN 'video' WHEN 'webm' THEN 'video' WHEN 'mov' THEN 'video' WHEN 'mkv' THEN 'video'
         WHEN 'avi' THEN 'video' WHEN 'm4v' THEN 'video' WHEN 'gif' THEN 'video'
-        ELSE CASE genstudio_legacy.file_extension(url)
+        ELSE CASE genstudio_legacy.last_suffix(url)
             WHEN 'png' THEN 'image' WHEN 'jpg' THEN 'image' WHEN 'jpeg' THEN 'image' WHEN 'webp' THEN 'image'
             WHEN 'bmp' THEN 'image' WHEN 'tif' THEN 'image' WHEN 'tiff' THEN 'image'
             WHEN 'mp4' THEN 'video' WHEN 'webm' THEN 'video' WHEN 'mov' THEN 'video' WHEN 'mkv' THEN 'video'
@@ -146,12 +153,14 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.output_kind(filename text, url text)
     END $$;
 
 -- ComfyUI's output type of the result file: `temp` when the URL says `type=temp` or the file
--- has ComfyUI's temp name, else `output`; NULL when there is no output file at all.
+-- has ComfyUI's temp name, else `output`; NULL when there is no output file at all. (The
+-- cheap strpos tests spare most rows the regular expressions.)
 CREATE OR REPLACE FUNCTION genstudio_legacy.comfy_output_type(filename text, url text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT CASE
         WHEN filename IS NULL OR filename = '' THEN NULL
-        WHEN url ~ '[?&]type=temp(&|$)' OR filename ~ '(^|/)ComfyUI_temp_' THEN 'temp'
+        WHEN strpos(url, 'type=temp') > 0 AND url ~ '[?&]type=temp(&|$)' THEN 'temp'
+        WHEN strpos(filename, 'ComfyUI_temp_') > 0 AND filename ~ '(^|/)ComfyUI_temp_' THEN 'temp'
         ELSE 'output'
     END $$;
 
@@ -365,12 +374,13 @@ END
 $fn$;
 
 -- The comfy_job_id rule as verify checks it: the mapped prompt id, or NULL because another
--- row of the same table holds that id (see comfy_job_id_expression).
-CREATE OR REPLACE FUNCTION genstudio_legacy.comfy_job_id_matches(target text) RETURNS text
+-- row of the same table holds that id (see comfy_job_id_expression). `t` names the target row.
+DROP FUNCTION IF EXISTS genstudio_legacy.comfy_job_id_matches(text);
+CREATE OR REPLACE FUNCTION genstudio_legacy.comfy_job_id_matches(target text, t text) RETURNS text
     LANGUAGE sql IMMUTABLE
-    AS $$ SELECT format('t.comfy_job_id IS NOT DISTINCT FROM v.comfy_job_id
-                 OR (t.comfy_job_id IS NULL AND EXISTS (SELECT 1 FROM public.%I o
-                        WHERE o.comfy_job_id = v.comfy_job_id AND o.id <> t.id))', target) $$;
+    AS $$ SELECT format('(%2$I.comfy_job_id IS NOT DISTINCT FROM v.comfy_job_id
+                 OR (%2$I.comfy_job_id IS NULL AND EXISTS (SELECT 1 FROM public.%1$I o
+                        WHERE o.comfy_job_id = v.comfy_job_id AND o.id <> %2$I.id)))', target, t) $$;
 
 -- `verify`: every difference between what the mapping says and what the targets hold.
 --   not_migrated  a legacy row the mapping cannot place (reason from the source view);
@@ -384,42 +394,80 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.problems()
     RETURNS TABLE (kind text, source text, legacy_id text, target text, detail text)
     LANGUAGE plpgsql
     SET timezone = 'UTC'
-    SET work_mem = '256MB'  -- the comparison is one hash join per route; keep it in memory
+    SET work_mem = '256MB'  -- the comparison is one hash join per target table; keep it in memory
+    -- Nearly no row leaves the comparison, but the planner cannot tell (it estimates most do),
+    -- so it would keep the comparison out of the parallel workers to save passing rows back.
+    SET parallel_tuple_cost = 0.0001
     AS $fn$
 DECLARE
+    src text;
     r record;
+    i integer;
+    j integer;
+    talias text;
     cols text[];
-    src record;
+    joins text;
+    differs text;
+    any_problem text;
+    problem_rows text;
 BEGIN
+    -- One pass per source: each legacy row is mapped once, joined by key (hash joins, parallel
+    -- where the planner finds it worth it) to its copy in each target table the source feeds,
+    -- and compared column by column with the copy in the table it maps to; a copy anywhere
+    -- else is extra. Only the rows with a problem get their differing columns named.
     FOR src IN SELECT DISTINCT routes.source FROM genstudio_legacy.routes ORDER BY 1 LOOP
-        RETURN QUERY EXECUTE format(
-            'SELECT ''not_migrated''::text, %1$L::text, m.legacy_id, NULL::text, m.skip_reason
-               FROM genstudio_legacy.%2$I m WHERE m.target_table IS NULL ORDER BY m.source_key',
-            src.source, src.source || '_mapped');
-    END LOOP;
-    -- One pass per route: the mapped rows FULL JOIN the target rows of that source, by legacy
-    -- key (a hash join; parallel when the planner finds it worth it). A row on one side only
-    -- is missing or extra; on both, every column is compared, and the differing ones are named
-    -- only for the rows that differ.
-    FOR r IN SELECT * FROM genstudio_legacy.routes ORDER BY source, target LOOP
-        cols := genstudio_legacy.route_columns(r.view_name, ARRAY['comfy_job_id', 'updated_at']);
+        joins := '';
+        any_problem := '';
+        problem_rows := '(''not_migrated'', NULL, v.skip_reason, v.target_table IS NULL)';
+        i := 0;
+        FOR r IN SELECT * FROM genstudio_legacy.routes WHERE routes.source = src ORDER BY routes.target LOOP
+            i := i + 1;
+            talias := 't' || i;
+            cols := genstudio_legacy.route_columns(r.view_name, ARRAY['comfy_job_id', 'updated_at']);
+            joins := joins || format(' LEFT JOIN (SELECT * FROM public.%1$I WHERE legacy_table = %2$L) %3$I ON %3$I.legacy_id = v.legacy_id',
+                                     r.target, src, talias);
+            differs := format('(%s) IS DISTINCT FROM (%s) OR NOT %s',
+                              (SELECT string_agg(format('%I.%I', talias, x), ', ') FROM unnest(cols) x),
+                              (SELECT string_agg(format('v.%I', x), ', ') FROM unnest(cols) x),
+                              genstudio_legacy.comfy_job_id_matches(r.target, talias));
+            -- In the branch of the table the row maps to: missing, differing, or also present
+            -- in another table (completed below, once all tables are known).
+            any_problem := any_problem || format(' WHEN %1$L THEN %2$I.id IS NULL OR %3$s @others_%2$s@', r.target, talias, differs);
+            problem_rows := problem_rows || format($v$,
+                (CASE WHEN %2$I.id IS NULL THEN 'missing' ELSE 'mismatch' END, %1$L,
+                 CASE WHEN %2$I.id IS NOT NULL THEN array_to_string(array_remove(ARRAY[%3$s, CASE WHEN NOT %4$s THEN 'comfy_job_id' END], NULL), ', ') END,
+                 v.target_table = %1$L AND (%2$I.id IS NULL OR %5$s)),
+                ('extra', %1$L, 'no legacy row maps here', %2$I.id IS NOT NULL AND v.target_table IS DISTINCT FROM %1$L)$v$,
+                r.target, talias,
+                (SELECT string_agg(format('CASE WHEN %1$I.%2$I IS DISTINCT FROM v.%2$I THEN %2$L END', talias, x), ', ') FROM unnest(cols) x),
+                genstudio_legacy.comfy_job_id_matches(r.target, talias), differs);
+        END LOOP;
+        FOR j IN 1 .. i LOOP
+            any_problem := replace(any_problem, format('@others_t%s@', j),
+                                   (SELECT coalesce(string_agg(format(' OR t%s.id IS NOT NULL', k), ''), '')
+                                      FROM generate_series(1, i) k WHERE k <> j));
+        END LOOP;
+        -- A simple CASE: the row's target table (a regular expression for multitalk) is
+        -- computed once, not once per comparison; a row that maps nowhere is reported.
         RETURN QUERY EXECUTE format($q$
-            SELECT CASE WHEN v.legacy_id IS NULL THEN 'extra' WHEN t.id IS NULL THEN 'missing' ELSE 'mismatch' END,
-                   %1$L::text, coalesce(v.legacy_id, t.legacy_id), %2$L::text,
-                   CASE WHEN v.legacy_id IS NULL THEN 'no legacy row maps here'
-                        WHEN t.id IS NULL THEN NULL
-                        ELSE array_to_string(array_remove(ARRAY[%3$s, %4$s], NULL), ', ') END
-              FROM genstudio_legacy.%5$I v
-              FULL JOIN (SELECT * FROM public.%2$I WHERE legacy_table = %1$L) t ON t.legacy_id = v.legacy_id
-             WHERE v.legacy_id IS NULL OR t.id IS NULL OR (%6$s) IS DISTINCT FROM (%7$s) OR NOT (%8$s)
-             ORDER BY v.source_key NULLS LAST, t.legacy_id $q$,
-            r.source, r.target,
-            (SELECT string_agg(format('CASE WHEN t.%1$I IS DISTINCT FROM v.%1$I THEN %1$L END', x), ', ') FROM unnest(cols) x),
-            'CASE WHEN NOT (' || genstudio_legacy.comfy_job_id_matches(r.target) || $c$) THEN 'comfy_job_id' END$c$,
-            r.view_name,
-            (SELECT string_agg('t.' || quote_ident(x), ', ') FROM unnest(cols) x),
-            (SELECT string_agg('v.' || quote_ident(x), ', ') FROM unnest(cols) x),
-            genstudio_legacy.comfy_job_id_matches(r.target));
+            SELECT kind, source, legacy_id, target, detail FROM (
+                SELECT p.kind, %1$L::text AS source, v.legacy_id, p.target, p.detail, v.source_key
+                  FROM genstudio_legacy.%2$I v %3$s
+                 CROSS JOIN LATERAL (VALUES %4$s) p(kind, target, detail, applies)
+                 WHERE CASE v.target_table %5$s ELSE true END AND p.applies
+                OFFSET 0) problem  -- sorted apart: a sort inside would keep it from running in parallel
+             ORDER BY source_key, target NULLS FIRST $q$,
+            src, src || '_mapped', joins, problem_rows, any_problem);
+        -- Copies whose legacy row is gone.
+        FOR r IN SELECT * FROM genstudio_legacy.routes WHERE routes.source = src ORDER BY routes.target LOOP
+            RETURN QUERY EXECUTE format($q$
+                SELECT 'extra'::text, %1$L::text, t.legacy_id, %2$L::text, 'no legacy row maps here'::text
+                  FROM public.%2$I t
+                 WHERE t.legacy_table = %1$L
+                   AND NOT EXISTS (SELECT 1 FROM genstudio_legacy.%3$I v WHERE v.legacy_id = t.legacy_id)
+                 ORDER BY t.legacy_id $q$,
+                src, r.target, src || '_mapped');
+        END LOOP;
     END LOOP;
     -- A source table that is gone (or not installed) leaves copies behind: extra too.
     FOR r IN SELECT DISTINCT t.target, s.source FROM (VALUES ('video_jobs'), ('image_jobs'), ('text_jobs')) t(target)

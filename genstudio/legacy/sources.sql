@@ -17,8 +17,11 @@
 -- every copy and every verify.
 --
 -- Per-row cost matters here (a copy, and verify, evaluate these views for every legacy row):
--- helpers are single-expression SQL functions that the planner inlines, and the workflow map is
--- consulted only when it has rules for the source (an InitPlan, evaluated once per query).
+-- helpers are single-expression SQL functions that the planner inlines, and the workflow and
+-- user maps are consulted only when they have rules for the source (an InitPlan, evaluated
+-- once per query). The maps are looked up, not joined: a view that reads only its legacy
+-- table lets verify's comparison run whole in parallel workers, where the planner would
+-- otherwise put a join with a map, and the comparison with it, after the Gather.
 
 -- source: multitalk_jobs
 CREATE VIEW genstudio_legacy.multitalk_jobs_mapped AS
@@ -29,7 +32,9 @@ SELECT m.job_id AS source_key,
        CASE WHEN s.status IS NULL THEN format('unknown status %s', coalesce(quote_literal(m.status), 'NULL')) END AS skip_reason,
        m.status::text AS legacy_status,
        s.kind,
-       uk.user_id,
+       CASE WHEN EXISTS (SELECT 1 FROM genstudio_legacy.user_map_key WHERE legacy_table = 'multitalk_jobs')
+            THEN (SELECT uk.user_id FROM genstudio_legacy.user_map_key uk
+                   WHERE uk.legacy_table = 'multitalk_jobs' AND uk.legacy_id = m.job_id) END AS user_id,
        CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'multitalk_jobs')
             THEN s.default_workflow
             ELSE genstudio_legacy.workflow_name('multitalk_jobs', to_jsonb(m), s.default_workflow) END AS workflow_name,
@@ -41,7 +46,9 @@ SELECT m.job_id AS source_key,
             THEN round(extract(epoch FROM m.timestamp_completed - m.timestamp_submitted))::integer END AS processing_time_seconds,
        genstudio_legacy.url_array(m.image_filename) AS input_image_urls,
        genstudio_legacy.url_array(m.audio_filename) AS input_audio_urls,
-       genstudio_legacy.url_array(m.video_url) AS output_urls,
+       -- The result under the name of the table the row goes to (a view per target picks its own).
+       genstudio_legacy.url_array(m.video_url) AS output_video_urls,
+       genstudio_legacy.url_array(m.video_url) AS output_image_urls,
        m.width,
        m.height,
        -- Under "legacy": the key, created_at and updated_at (the target's updated_at is its own
@@ -68,12 +75,11 @@ SELECT m.job_id AS source_key,
                             || genstudio_legacy.kept_url('image_filename', m.image_filename)
                             || genstudio_legacy.kept_url('audio_filename', m.audio_filename)
                             || genstudio_legacy.kept_url('video_url', m.video_url)
-                            || @other_columns(m)@ AS legacy) s
-  LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'multitalk_jobs' AND uk.legacy_id = m.job_id;
+                            || @other_columns(m)@ AS legacy) s;
 
 CREATE VIEW genstudio_legacy.multitalk_jobs_to_video_jobs AS
 SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
-       processing_time_seconds, input_image_urls, input_audio_urls, output_urls AS output_video_urls, width, height,
+       processing_time_seconds, input_image_urls, input_audio_urls, output_video_urls, width, height,
        parameters, comfy_job_id, comfy_url, comfyui_output_filename, comfyui_output_subfolder, comfyui_output_type,
        error_message, updated_at
   FROM genstudio_legacy.multitalk_jobs_mapped
@@ -81,7 +87,7 @@ SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, crea
 
 CREATE VIEW genstudio_legacy.multitalk_jobs_to_image_jobs AS
 SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
-       processing_time_seconds, input_image_urls, output_urls AS output_image_urls, width, height,
+       processing_time_seconds, input_image_urls, output_image_urls, width, height,
        parameters, comfy_job_id, comfy_url, comfyui_output_filename, comfyui_output_subfolder, comfyui_output_type,
        error_message, updated_at
   FROM genstudio_legacy.multitalk_jobs_mapped
@@ -97,12 +103,12 @@ SELECT 'multitalk_jobs'::text AS source, legacy_id, 'unknown_status'::text AS ki
   FROM genstudio_legacy.multitalk_jobs_mapped WHERE target_table IS NULL
 UNION ALL
 SELECT 'multitalk_jobs', legacy_id, 'completed_without_output', 'status completed but no video_url'
-  FROM genstudio_legacy.multitalk_jobs_mapped WHERE status = 'completed' AND output_urls IS NULL
+  FROM genstudio_legacy.multitalk_jobs_mapped WHERE status = 'completed' AND output_video_urls IS NULL
 UNION ALL
 SELECT 'multitalk_jobs', legacy_id, 'image_in_multitalk',
        format('the result is an image (%s), so it goes to image_jobs as %s, not to video_jobs',
               coalesce(nullif('.' || genstudio_legacy.file_extension(comfyui_output_filename), '.'),
-                       nullif('.' || genstudio_legacy.file_extension(output_urls[1]), '.'), 'content type in the URL'),
+                       nullif('.' || genstudio_legacy.file_extension(output_image_urls[1]), '.'), 'content type in the URL'),
               workflow_name)
   FROM genstudio_legacy.multitalk_jobs_mapped WHERE target_table = 'image_jobs'
 UNION ALL
@@ -119,7 +125,11 @@ SELECT t.id AS source_key,
        CASE WHEN s.status IS NOT NULL THEN 'image_jobs' END AS target_table,
        CASE WHEN s.status IS NULL THEN format('unknown status %s', coalesce(quote_literal(t.status), 'NULL')) END AS skip_reason,
        t.status AS legacy_status,
-       coalesce(uk.user_id, ui.user_id) AS user_id,
+       CASE WHEN EXISTS (SELECT 1 FROM genstudio_legacy.user_map_key WHERE legacy_table = 'style_transfers')
+              OR EXISTS (SELECT 1 FROM genstudio_legacy.user_map_ip)
+            THEN coalesce((SELECT uk.user_id FROM genstudio_legacy.user_map_key uk
+                            WHERE uk.legacy_table = 'style_transfers' AND uk.legacy_id = t.id::text),
+                          (SELECT ui.user_id FROM genstudio_legacy.user_map_ip ui WHERE ui.user_ip = t.user_ip)) END AS user_id,
        CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'style_transfers')
             THEN 'style-transfer'
             ELSE genstudio_legacy.workflow_name('style_transfers', to_jsonb(t), 'style-transfer') END AS workflow_name,
@@ -155,9 +165,7 @@ SELECT t.id AS source_key,
        t.user_ip,
        coalesce(t.updated_at, t.created_at, timestamptz 'epoch') AS updated_at
   FROM @source_table@ t
- CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(t.status) AS status) s
-  LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'style_transfers' AND uk.legacy_id = t.id::text
-  LEFT JOIN genstudio_legacy.user_map_ip ui ON ui.user_ip = t.user_ip;
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(t.status) AS status) s;
 
 CREATE VIEW genstudio_legacy.style_transfers_to_image_jobs AS
 SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
@@ -196,7 +204,11 @@ SELECT e.id AS source_key,
        CASE WHEN s.status IS NOT NULL THEN 'image_jobs' END AS target_table,
        CASE WHEN s.status IS NULL THEN format('unknown status %s', coalesce(quote_literal(e.status), 'NULL')) END AS skip_reason,
        e.status AS legacy_status,
-       coalesce(uk.user_id, ui.user_id) AS user_id,
+       CASE WHEN EXISTS (SELECT 1 FROM genstudio_legacy.user_map_key WHERE legacy_table = 'edited_images')
+              OR EXISTS (SELECT 1 FROM genstudio_legacy.user_map_ip)
+            THEN coalesce((SELECT uk.user_id FROM genstudio_legacy.user_map_key uk
+                            WHERE uk.legacy_table = 'edited_images' AND uk.legacy_id = e.id::text),
+                          (SELECT ui.user_id FROM genstudio_legacy.user_map_ip ui WHERE ui.user_ip = e.user_ip)) END AS user_id,
        CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'edited_images')
             THEN 'image-edit'
             ELSE genstudio_legacy.workflow_name('edited_images', to_jsonb(e), 'image-edit') END AS workflow_name,
@@ -228,9 +240,7 @@ SELECT e.id AS source_key,
        e.user_ip,
        coalesce(e.created_at, timestamptz 'epoch') AS updated_at
   FROM @source_table@ e
- CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(e.status) AS status) s
-  LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'edited_images' AND uk.legacy_id = e.id::text
-  LEFT JOIN genstudio_legacy.user_map_ip ui ON ui.user_ip = e.user_ip;
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(e.status) AS status) s;
 
 CREATE VIEW genstudio_legacy.edited_images_to_image_jobs AS
 SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
@@ -269,7 +279,9 @@ SELECT d.id AS source_key,
        'text_jobs'::text AS target_table,
        NULL::text AS skip_reason,
        NULL::text AS legacy_status,
-       uk.user_id,
+       CASE WHEN EXISTS (SELECT 1 FROM genstudio_legacy.user_map_key WHERE legacy_table = 'datasets')
+            THEN (SELECT uk.user_id FROM genstudio_legacy.user_map_key uk
+                   WHERE uk.legacy_table = 'datasets' AND uk.legacy_id = d.id::text) END AS user_id,
        CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'datasets')
             THEN 'character-caption'
             ELSE genstudio_legacy.workflow_name('datasets', to_jsonb(d), 'character-caption') END AS workflow_name,
@@ -302,8 +314,7 @@ SELECT d.id AS source_key,
                                             'caption', x.caption, 'created_at', x.created_at)
                          ORDER BY x.created_at, x.id) AS output_data,
                count(*) AS item_count
-          FROM @data_table@ x GROUP BY x.dataset_id) items ON items.dataset_id = d.id
-  LEFT JOIN genstudio_legacy.user_map_key uk ON uk.legacy_table = 'datasets' AND uk.legacy_id = d.id::text;
+          FROM @data_table@ x GROUP BY x.dataset_id) items ON items.dataset_id = d.id;
 
 CREATE VIEW genstudio_legacy.datasets_to_text_jobs AS
 SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
