@@ -22,6 +22,8 @@ async def caller_claims(
     if credentials is None:
         raise MissingToken("sign in first: send the header Authorization: Bearer <access token>")
     verifier = request.app.state.token_verifier
+    if (claims := verifier.cached(credentials.credentials)) is not None:
+        return claims
     if verifier.needs_network(credentials.credentials):
         return await asyncio.to_thread(verifier.verify, credentials.credentials)
     return verifier.verify(credentials.credentials)
