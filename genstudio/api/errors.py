@@ -10,6 +10,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genstudio.auth.errors import AuthError, InvalidCredentials, InvalidToken, LoginRateLimited, MissingToken
@@ -92,6 +93,11 @@ async def _database_refused(request: Request, exc: psycopg.Error) -> JSONRespons
     return error_response(422, f"the database refused the values: {message}")
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Not the caller's fault and nothing was written; worth retrying, hence 503 + Retry-After.
+    return error_response(503, "the database is unavailable right now; try again shortly", {"Retry-After": "5"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobError, _domain_error)
     app.add_exception_handler(AuthError, _domain_error)
@@ -99,3 +105,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(psycopg.errors.DataError, _database_refused)
     app.add_exception_handler(psycopg.errors.IntegrityError, _database_refused)
+    app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
