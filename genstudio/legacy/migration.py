@@ -417,27 +417,31 @@ class LegacyMigration:
                 "SELECT count(*) OVER (), kind, source, legacy_id, target, detail "
                 "FROM genstudio_legacy.problems() LIMIT %s", (limit,)).fetchall()
             report = VerifyReport(rows[0][0] if rows else 0, [tuple(r[1:]) for r in rows])
+            # One scan per table for the whole count table: each target's rows grouped by
+            # source (NULL: native jobs) and status, each mapping view's by legacy status, target
+            # and status (a view has one row per legacy row, so its total is the table's count).
             found = {}
             for target in TARGETS:
+                total = migrated = 0
                 for legacy_table, status, n in conn.execute(sql.SQL(
-                    "SELECT legacy_table, status, count(*) FROM public.{} WHERE legacy_table IS NOT NULL GROUP BY 1, 2"
+                    "SELECT legacy_table, status, count(*) FROM public.{} GROUP BY 1, 2"
                 ).format(sql.Identifier(target))):
-                    found[(legacy_table, target, status)] = n
+                    total += n
+                    if legacy_table is not None:
+                        migrated += n
+                        found[(legacy_table, target, status)] = n
+                report.totals[f"{target}_count"] = total
+                report.totals[f"{target}_migrated"] = migrated
             for source in (s for s in SOURCES if s in sources):
+                legacy_rows = 0
                 for legacy_status, target, status, n in conn.execute(sql.SQL(
                     "SELECT legacy_status, target_table, status, count(*) FROM genstudio_legacy.{} "
                     "GROUP BY 1, 2, 3 ORDER BY 2 NULLS LAST, 3, 1 NULLS FIRST"
                 ).format(sql.Identifier(f"{source}_mapped"))):
+                    legacy_rows += n
                     report.counts.append(CountRow(source, legacy_status, target, status, n,
                                                   found.get((source, target, status)) if target else None))
-            for target in TARGETS:
-                total, migrated = conn.execute(sql.SQL(
-                    "SELECT count(*), count(legacy_table) FROM public.{}").format(sql.Identifier(target))).fetchone()
-                report.totals[f"{target}_count"] = total
-                report.totals[f"{target}_migrated"] = migrated
-            for source in (s for s in SOURCES if s in sources):
-                report.totals[f"old_{source}_count"] = conn.execute(sql.SQL("SELECT count(*) FROM public.{}").format(
-                    sql.Identifier(sources[source].table))).fetchone()[0]
+                report.totals[f"old_{source}_count"] = legacy_rows
             return report
 
     # ---- archive / unarchive ----------------------------------------------------------

@@ -174,6 +174,17 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.workflow_name(source text, legacy_ro
           ORDER BY w.position LIMIT 1),
         fallback) $$;
 
+-- The `--user-map` owner of a legacy row: by its key first, else by its user_ip (NULL for
+-- sources without one). Not inlinable (it runs queries), so the views call it only when the
+-- map has rules that can apply. A function rather than subqueries in the views: a correlated
+-- subquery keeps the whole view out of the parallel workers, even when it never runs, and
+-- verify compares every row in them.
+CREATE OR REPLACE FUNCTION genstudio_legacy.mapped_user(source text, legacy_id text, user_ip text) RETURNS uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT coalesce(
+        (SELECT uk.user_id FROM genstudio_legacy.user_map_key uk WHERE uk.legacy_table = source AND uk.legacy_id = mapped_user.legacy_id),
+        (SELECT ui.user_id FROM genstudio_legacy.user_map_ip ui WHERE ui.user_ip = mapped_user.user_ip)) $$;
+
 -- A legacy value for parameters.legacy: {name: value}, or {} when a target column reproduces
 -- it exactly (`reproduced`; NULL counts as not reproduced). Inlined by the planner.
 CREATE OR REPLACE FUNCTION genstudio_legacy.kept(name text, value anyelement, reproduced boolean) RETURNS jsonb
@@ -373,14 +384,8 @@ BEGIN
 END
 $fn$;
 
--- The comfy_job_id rule as verify checks it: the mapped prompt id, or NULL because another
--- row of the same table holds that id (see comfy_job_id_expression). `t` names the target row.
 DROP FUNCTION IF EXISTS genstudio_legacy.comfy_job_id_matches(text);
-CREATE OR REPLACE FUNCTION genstudio_legacy.comfy_job_id_matches(target text, t text) RETURNS text
-    LANGUAGE sql IMMUTABLE
-    AS $$ SELECT format('(%2$I.comfy_job_id IS NOT DISTINCT FROM v.comfy_job_id
-                 OR (%2$I.comfy_job_id IS NULL AND EXISTS (SELECT 1 FROM public.%1$I o
-                        WHERE o.comfy_job_id = v.comfy_job_id AND o.id <> %2$I.id)))', target, t) $$;
+DROP FUNCTION IF EXISTS genstudio_legacy.comfy_job_id_matches(text, text);
 
 -- `verify`: every difference between what the mapping says and what the targets hold.
 --   not_migrated  a legacy row the mapping cannot place (reason from the source view);
@@ -394,7 +399,7 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.problems()
     RETURNS TABLE (kind text, source text, legacy_id text, target text, detail text)
     LANGUAGE plpgsql
     SET timezone = 'UTC'
-    SET work_mem = '256MB'  -- the comparison is one hash join per target table; keep it in memory
+    SET work_mem = '256MB'  -- the comparison is one hash join per route; keep it in memory
     -- Nearly no row leaves the comparison, but the planner cannot tell (it estimates most do),
     -- so it would keep the comparison out of the parallel workers to save passing rows back.
     SET parallel_tuple_cost = 0.0001
@@ -402,71 +407,50 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.problems()
 DECLARE
     src text;
     r record;
-    i integer;
-    j integer;
-    talias text;
     cols text[];
-    joins text;
-    differs text;
-    any_problem text;
-    problem_rows text;
+    plain text[];
 BEGIN
-    -- One pass per source: each legacy row is mapped once, joined by key (hash joins, parallel
-    -- where the planner finds it worth it) to its copy in each target table the source feeds,
-    -- and compared column by column with the copy in the table it maps to; a copy anywhere
-    -- else is extra. Only the rows with a problem get their differing columns named.
     FOR src IN SELECT DISTINCT routes.source FROM genstudio_legacy.routes ORDER BY 1 LOOP
-        joins := '';
-        any_problem := '';
-        problem_rows := '(''not_migrated'', NULL, v.skip_reason, v.target_table IS NULL)';
-        i := 0;
-        FOR r IN SELECT * FROM genstudio_legacy.routes WHERE routes.source = src ORDER BY routes.target LOOP
-            i := i + 1;
-            talias := 't' || i;
-            cols := genstudio_legacy.route_columns(r.view_name, ARRAY['comfy_job_id', 'updated_at']);
-            joins := joins || format(' LEFT JOIN (SELECT * FROM public.%1$I WHERE legacy_table = %2$L) %3$I ON %3$I.legacy_id = v.legacy_id',
-                                     r.target, src, talias);
-            differs := format('(%s) IS DISTINCT FROM (%s) OR NOT %s',
-                              (SELECT string_agg(format('%I.%I', talias, x), ', ') FROM unnest(cols) x),
-                              (SELECT string_agg(format('v.%I', x), ', ') FROM unnest(cols) x),
-                              genstudio_legacy.comfy_job_id_matches(r.target, talias));
-            -- In the branch of the table the row maps to: missing, differing, or also present
-            -- in another table (completed below, once all tables are known).
-            any_problem := any_problem || format(' WHEN %1$L THEN %2$I.id IS NULL OR %3$s @others_%2$s@', r.target, talias, differs);
-            problem_rows := problem_rows || format($v$,
-                (CASE WHEN %2$I.id IS NULL THEN 'missing' ELSE 'mismatch' END, %1$L,
-                 CASE WHEN %2$I.id IS NOT NULL THEN array_to_string(array_remove(ARRAY[%3$s, CASE WHEN NOT %4$s THEN 'comfy_job_id' END], NULL), ', ') END,
-                 v.target_table = %1$L AND (%2$I.id IS NULL OR %5$s)),
-                ('extra', %1$L, 'no legacy row maps here', %2$I.id IS NOT NULL AND v.target_table IS DISTINCT FROM %1$L)$v$,
-                r.target, talias,
-                (SELECT string_agg(format('CASE WHEN %1$I.%2$I IS DISTINCT FROM v.%2$I THEN %2$L END', talias, x), ', ') FROM unnest(cols) x),
-                genstudio_legacy.comfy_job_id_matches(r.target, talias), differs);
-        END LOOP;
-        FOR j IN 1 .. i LOOP
-            any_problem := replace(any_problem, format('@others_t%s@', j),
-                                   (SELECT coalesce(string_agg(format(' OR t%s.id IS NOT NULL', k), ''), '')
-                                      FROM generate_series(1, i) k WHERE k <> j));
-        END LOOP;
-        -- A simple CASE: the row's target table (a regular expression for multitalk) is
-        -- computed once, not once per comparison; a row that maps nowhere is reported.
         RETURN QUERY EXECUTE format($q$
-            SELECT kind, source, legacy_id, target, detail FROM (
-                SELECT p.kind, %1$L::text AS source, v.legacy_id, p.target, p.detail, v.source_key
-                  FROM genstudio_legacy.%2$I v %3$s
-                 CROSS JOIN LATERAL (VALUES %4$s) p(kind, target, detail, applies)
-                 WHERE CASE v.target_table %5$s ELSE true END AND p.applies
-                OFFSET 0) problem  -- sorted apart: a sort inside would keep it from running in parallel
-             ORDER BY source_key, target NULLS FIRST $q$,
-            src, src || '_mapped', joins, problem_rows, any_problem);
-        -- Copies whose legacy row is gone.
+            SELECT 'not_migrated'::text, %1$L::text, v.legacy_id, NULL::text, v.skip_reason
+              FROM genstudio_legacy.%2$I v WHERE v.target_table IS NULL ORDER BY v.source_key $q$,
+            src, src || '_mapped');
+        -- One query per route: the rows the mapping puts in the target table, full-joined by
+        -- key to the target rows that claim the source (a row on one side only is missing or
+        -- extra; both directions in one hash join), and compared as one row of every column.
+        -- The join and comparison run whole in the parallel workers: everything in it is
+        -- parallel safe, which the comfy_job_id check is not (it looks up another row), so the
+        -- few rows whose prompt id differs are checked above the fence, where the differing
+        -- columns are named too. (The rule: the mapped prompt id, or NULL because another row
+        -- of the table holds it; see comfy_job_id_expression.)
         FOR r IN SELECT * FROM genstudio_legacy.routes WHERE routes.source = src ORDER BY routes.target LOOP
+            plain := genstudio_legacy.route_columns(r.view_name, ARRAY['comfy_job_id', 'updated_at']);
+            cols := plain || ARRAY['comfy_job_id'];
             RETURN QUERY EXECUTE format($q$
-                SELECT 'extra'::text, %1$L::text, t.legacy_id, %2$L::text, 'no legacy row maps here'::text
-                  FROM public.%2$I t
-                 WHERE t.legacy_table = %1$L
-                   AND NOT EXISTS (SELECT 1 FROM genstudio_legacy.%3$I v WHERE v.legacy_id = t.legacy_id)
-                 ORDER BY t.legacy_id $q$,
-                src, r.target, src || '_mapped');
+                SELECT CASE WHEN c.t_id IS NULL THEN 'missing' WHEN c.v_legacy_id IS NULL THEN 'extra' ELSE 'mismatch' END,
+                       %1$L::text, coalesce(c.v_legacy_id, c.t_legacy_id), %2$L::text,
+                       CASE WHEN c.v_legacy_id IS NULL THEN 'no legacy row maps here'
+                            WHEN c.t_id IS NOT NULL
+                            THEN array_to_string(array_remove(ARRAY[%3$s, CASE WHEN NOT c.comfy_ok THEN 'comfy_job_id' END], NULL), ', ') END
+                  FROM (SELECT c.*,
+                               c.t_comfy_job_id IS NOT DISTINCT FROM c.v_comfy_job_id
+                               OR (c.t_comfy_job_id IS NULL AND EXISTS (SELECT 1 FROM public.%2$I o
+                                      WHERE o.comfy_job_id = c.v_comfy_job_id AND o.id <> c.t_id)) AS comfy_ok
+                          FROM (SELECT t.id AS t_id, %4$s
+                                  FROM genstudio_legacy.%5$I v
+                                  FULL JOIN (SELECT * FROM public.%2$I WHERE legacy_table = %1$L) t ON t.legacy_id = v.legacy_id
+                                 WHERE t.id IS NULL OR v.legacy_id IS NULL OR (%6$s) IS DISTINCT FROM (%7$s)
+                                OFFSET 0) c) c
+                 WHERE c.t_id IS NULL OR c.v_legacy_id IS NULL OR (%8$s) IS DISTINCT FROM (%9$s) OR NOT c.comfy_ok
+                 ORDER BY 3 $q$,
+                src, r.target,
+                (SELECT string_agg(format('CASE WHEN c.%1$I IS DISTINCT FROM c.%2$I THEN %3$L END', 't_' || x, 'v_' || x, x), ', ') FROM unnest(plain) x),
+                (SELECT string_agg(format('t.%1$I AS %2$I, v.%1$I AS %3$I', x, 't_' || x, 'v_' || x), ', ') FROM unnest(cols) x),
+                r.view_name,
+                (SELECT string_agg(format('t.%I', x), ', ') FROM unnest(cols) x),
+                (SELECT string_agg(format('v.%I', x), ', ') FROM unnest(cols) x),
+                (SELECT string_agg(format('c.%I', 't_' || x), ', ') FROM unnest(plain) x),
+                (SELECT string_agg(format('c.%I', 'v_' || x), ', ') FROM unnest(plain) x));
         END LOOP;
     END LOOP;
     -- A source table that is gone (or not installed) leaves copies behind: extra too.

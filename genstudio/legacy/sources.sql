@@ -19,9 +19,10 @@
 -- Per-row cost matters here (a copy, and verify, evaluate these views for every legacy row):
 -- helpers are single-expression SQL functions that the planner inlines, and the workflow and
 -- user maps are consulted only when they have rules for the source (an InitPlan, evaluated
--- once per query). The maps are looked up, not joined: a view that reads only its legacy
--- table lets verify's comparison run whole in parallel workers, where the planner would
--- otherwise put a join with a map, and the comparison with it, after the Gather.
+-- once per query). The maps are looked up by PARALLEL SAFE functions, not joined or read by
+-- correlated subqueries: a view that reads only its legacy table, with nothing parallel
+-- restricted in it, lets verify's comparison run whole in parallel workers, where the planner
+-- would otherwise put the mapping, and the comparison with it, after the Gather.
 
 -- source: multitalk_jobs
 CREATE VIEW genstudio_legacy.multitalk_jobs_mapped AS
@@ -33,8 +34,7 @@ SELECT m.job_id AS source_key,
        m.status::text AS legacy_status,
        s.kind,
        CASE WHEN EXISTS (SELECT 1 FROM genstudio_legacy.user_map_key WHERE legacy_table = 'multitalk_jobs')
-            THEN (SELECT uk.user_id FROM genstudio_legacy.user_map_key uk
-                   WHERE uk.legacy_table = 'multitalk_jobs' AND uk.legacy_id = m.job_id) END AS user_id,
+            THEN genstudio_legacy.mapped_user('multitalk_jobs', m.job_id, NULL) END AS user_id,
        CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'multitalk_jobs')
             THEN s.default_workflow
             ELSE genstudio_legacy.workflow_name('multitalk_jobs', to_jsonb(m), s.default_workflow) END AS workflow_name,
@@ -127,9 +127,7 @@ SELECT t.id AS source_key,
        t.status AS legacy_status,
        CASE WHEN EXISTS (SELECT 1 FROM genstudio_legacy.user_map_key WHERE legacy_table = 'style_transfers')
               OR EXISTS (SELECT 1 FROM genstudio_legacy.user_map_ip)
-            THEN coalesce((SELECT uk.user_id FROM genstudio_legacy.user_map_key uk
-                            WHERE uk.legacy_table = 'style_transfers' AND uk.legacy_id = t.id::text),
-                          (SELECT ui.user_id FROM genstudio_legacy.user_map_ip ui WHERE ui.user_ip = t.user_ip)) END AS user_id,
+            THEN genstudio_legacy.mapped_user('style_transfers', t.id::text, t.user_ip) END AS user_id,
        CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'style_transfers')
             THEN 'style-transfer'
             ELSE genstudio_legacy.workflow_name('style_transfers', to_jsonb(t), 'style-transfer') END AS workflow_name,
@@ -206,9 +204,7 @@ SELECT e.id AS source_key,
        e.status AS legacy_status,
        CASE WHEN EXISTS (SELECT 1 FROM genstudio_legacy.user_map_key WHERE legacy_table = 'edited_images')
               OR EXISTS (SELECT 1 FROM genstudio_legacy.user_map_ip)
-            THEN coalesce((SELECT uk.user_id FROM genstudio_legacy.user_map_key uk
-                            WHERE uk.legacy_table = 'edited_images' AND uk.legacy_id = e.id::text),
-                          (SELECT ui.user_id FROM genstudio_legacy.user_map_ip ui WHERE ui.user_ip = e.user_ip)) END AS user_id,
+            THEN genstudio_legacy.mapped_user('edited_images', e.id::text, e.user_ip) END AS user_id,
        CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'edited_images')
             THEN 'image-edit'
             ELSE genstudio_legacy.workflow_name('edited_images', to_jsonb(e), 'image-edit') END AS workflow_name,
@@ -280,8 +276,7 @@ SELECT d.id AS source_key,
        NULL::text AS skip_reason,
        NULL::text AS legacy_status,
        CASE WHEN EXISTS (SELECT 1 FROM genstudio_legacy.user_map_key WHERE legacy_table = 'datasets')
-            THEN (SELECT uk.user_id FROM genstudio_legacy.user_map_key uk
-                   WHERE uk.legacy_table = 'datasets' AND uk.legacy_id = d.id::text) END AS user_id,
+            THEN genstudio_legacy.mapped_user('datasets', d.id::text, NULL) END AS user_id,
        CASE WHEN NOT EXISTS (SELECT 1 FROM genstudio_legacy.workflow_map w WHERE w.legacy_table = 'datasets')
             THEN 'character-caption'
             ELSE genstudio_legacy.workflow_name('datasets', to_jsonb(d), 'character-caption') END AS workflow_name,
