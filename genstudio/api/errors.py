@@ -13,14 +13,14 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genstudio.auth.errors import AuthError, InvalidCredentials, InvalidToken, LoginRateLimited, MissingToken
+from genstudio.auth.errors import InvalidCredentials, InvalidToken, LoginRateLimited, MissingToken
+from genstudio.errors import CallerError
 from genstudio.jobs.models import ErrorResponse
 from genstudio.jobs.errors import (
     ComfyJobIdTaken,
     InvalidCursor,
     InvalidRequest,
     InvalidTransition,
-    JobError,
     JobNotFound,
     NotJobOwner,
 )
@@ -99,8 +99,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(JobError, _domain_error)
-    app.add_exception_handler(AuthError, _domain_error)
+    app.add_exception_handler(CallerError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(psycopg.errors.DataError, _database_refused)

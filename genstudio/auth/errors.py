@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from genstudio.errors import CallerError
 
-class AuthError(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+
+class AuthError(CallerError):
+    """Base of the authentication failures."""
 
 
 class MissingToken(AuthError):

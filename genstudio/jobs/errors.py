@@ -6,13 +6,11 @@ what happened, in words a caller can use.
 
 from __future__ import annotations
 
+from genstudio.errors import CallerError
 
-class JobError(Exception):
-    """Base of the job failures; the message is shown to the caller."""
 
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+class JobError(CallerError):
+    """Base of the job failures."""
 
 
 class JobNotFound(JobError):
