@@ -62,6 +62,7 @@ def serve(
     migrate: Annotated[bool, typer.Option(help="Apply pending migrations before serving.")] = True,
     workers: Annotated[int | None, typer.Option(min=1, help="Server processes [default: 1, or GENSTUDIO_WORKERS].")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    worker: Annotated[bool, typer.Option(help="Also run the background services (as `genstudio worker`).")] = True,
 ) -> None:
     """Serve the API and web UI; without DATABASE_URL, on an embedded PostgreSQL."""
     import uvicorn
@@ -70,6 +71,9 @@ def serve(
     from genstudio.auth.tokens import load_or_create_secret
 
     settings = get_settings()
+    if not worker:
+        settings.run_background = False
+        os.environ["GENSTUDIO_BACKGROUND"] = "false"  # for the processes of --workers N
     workers = workers or settings.workers
     try:
         with database(settings) as conninfo:
@@ -88,6 +92,29 @@ def serve(
                 os.environ["DATABASE_URL"] = conninfo
                 load_or_create_secret(settings)
                 uvicorn.run("genstudio.api.app:app_from_settings", factory=True, workers=workers, **listen)
+    except (DatabaseUnreachable, MigrationError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("worker")
+def worker_command(
+    migrate: Annotated[bool, typer.Option(help="Apply pending migrations before starting.")] = True,
+) -> None:
+    """Run the background services without HTTP; any number may share one database."""
+    import asyncio
+
+    from genstudio.background import run_until_stopped
+    from genstudio.db.pool import Database
+
+    settings = get_settings()
+    try:
+        with database(settings) as conninfo:
+            if migrate:
+                Migrator(conninfo).upgrade()
+            db = Database(conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+            asyncio.run(run_until_stopped(db, settings))
     except (DatabaseUnreachable, MigrationError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:

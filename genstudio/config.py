@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     login_limit_per_address: str = Field(default="20/minute", validation_alias="GENSTUDIO_LOGIN_LIMIT_PER_ADDRESS")
     login_limit_per_account: str = Field(default="10/minute", validation_alias="GENSTUDIO_LOGIN_LIMIT_PER_ACCOUNT")
     max_body_bytes: int = Field(default=1024 * 1024, validation_alias="GENSTUDIO_MAX_BODY_BYTES")
+    # Whether `serve` also runs the background services (see genstudio/background.py).
+    run_background: bool = Field(default=True, validation_alias="GENSTUDIO_BACKGROUND")
 
     @property
     def embedded_pgdata(self) -> Path:

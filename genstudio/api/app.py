@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from genstudio import __version__
+from genstudio.background import running_services
 from genstudio.api import auth, feed, health
 from genstudio.api.errors import install_error_handlers
 from genstudio.api.jobs import job_router
@@ -27,7 +28,11 @@ def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.open()
         try:
-            yield
+            if settings.run_background:
+                async with running_services(db, settings):
+                    yield
+            else:
+                yield
         finally:
             await db.close()
 
