@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from genstudio.config import get_settings
 from genstudio.db.connection import DatabaseUnreachable, database
 from genstudio.db.migrator import MigrationError, Migrator, supabase_script
+from genstudio.comfy.cli import workflows_app
 from genstudio.legacy.cli import legacy_app
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(legacy_app, name="legacy")
+app.add_typer(workflows_app, name="workflows")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -42,6 +43,44 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, validation_alias="GENSTUDIO_MAX_BODY_BYTES")
     # Whether `serve` also runs the background services (see genstudio/background.py).
     run_background: bool = Field(default=True, validation_alias="GENSTUDIO_BACKGROUND")
+
+    # ComfyUI runner (issue 7). The servers genstudio submits to and follows; the only hosts it
+    # ever makes requests to.
+    comfyui_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="COMFYUI_URLS")
+    # The studio's own workflow templates, beside the built-in ones (which it may override).
+    workflows_dir: Path | None = Field(default=None, validation_alias="GENSTUDIO_WORKFLOWS_DIR")
+    # Stored outputs, thumbnails and uploaded inputs; default: `<data dir>/storage`.
+    storage_dir_setting: Path | None = Field(default=None, validation_alias="GENSTUDIO_STORAGE_DIR")
+    # Bounds on uploaded input files (the template's own max size may be lower).
+    upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="GENSTUDIO_UPLOAD_MAX_BYTES")
+    upload_max_pixels: int = Field(default=40_000_000, ge=1, validation_alias="GENSTUDIO_UPLOAD_MAX_PIXELS")
+    # How long a run may wait for a usable server before it fails.
+    dispatch_deadline_seconds: float = Field(default=3600.0, gt=0, validation_alias="GENSTUDIO_DISPATCH_DEADLINE")
+    # How often the dispatcher re-checks every server's health, queue length and node types.
+    health_check_seconds: float = Field(default=10.0, gt=0, validation_alias="GENSTUDIO_HEALTH_CHECK_INTERVAL")
+    # How long a dispatcher holds a run while it uploads inputs and submits it.
+    dispatch_lease_seconds: float = Field(default=60.0, gt=0, validation_alias="GENSTUDIO_DISPATCH_LEASE")
+    # Lifetime of signed `/files/...` URLs (for <img src> without a session cookie).
+    file_url_ttl_seconds: int = Field(default=3600, ge=1, validation_alias="GENSTUDIO_FILE_URL_TTL")
+
+    @field_validator("comfyui_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("comfyui_urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"COMFYUI_URLS: {url!r} is not an http(s) URL")
+        return [u.rstrip("/") for u in urls]
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.storage_dir_setting or self.data_dir / "storage"
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -4,6 +4,7 @@ followed the guide's Step 1; concurrent upgrades; bad requests that change nothi
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -214,3 +215,134 @@ def test_supabase_script_applies_by_hand_and_is_recorded(empty_db, db_url):
     assert migrator.current_version() == migrator.latest_version
     assert migrator.upgrade() == []
     assert catalog(empty_db) == catalog(db_url)
+
+
+# ---- 0003: workflow runs, ComfyUI servers, uploads ------------------------------------------
+
+RUNNER_COLUMNS = {
+    "workflow_runs": {
+        "job_id": "uuid", "output_type": "text", "user_id": "uuid", "workflow_name": "text", "prompt": "jsonb",
+        "required_node_types": "text[]", "output_nodes": "text[]", "input_files": "jsonb", "state": "text",
+        "server_url": "text", "attempts": "integer", "lease_owner": "text",
+        "lease_until": "timestamp with time zone", "dispatch_reason": "text",
+        "deadline": "timestamp with time zone", "idempotency_key": "text",
+        "created_at": "timestamp with time zone", "submitted_at": "timestamp with time zone",
+    },
+    "comfy_servers": {
+        "url": "text", "healthy": "boolean", "checked_at": "timestamp with time zone",
+        "queue_remaining": "integer", "node_types": "text[]", "error": "text",
+    },
+    "uploads": {
+        "id": "uuid", "user_id": "uuid", "storage_key": "text", "filename": "text", "content_type": "text",
+        "size_bytes": "bigint", "width": "integer", "height": "integer", "duration_seconds": "double precision",
+        "created_at": "timestamp with time zone",
+    },
+}
+
+
+def runner_catalog(conninfo: str) -> list[tuple]:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("""
+            SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, c.relrowsecurity
+            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+            WHERE c.relnamespace = 'genstudio'::regnamespace AND c.relkind = 'r'
+              AND c.relname <> 'schema_migrations' AND a.attnum > 0 AND NOT a.attisdropped
+            UNION ALL
+            SELECT tablename, policyname, cmd, NULL, NULL FROM pg_policies WHERE schemaname = 'genstudio'
+            UNION ALL
+            SELECT table_name, grantee, privilege_type, NULL, NULL FROM information_schema.role_table_grants
+            WHERE table_schema = 'genstudio' AND grantee IN ('anon', 'authenticated', 'service_role')
+            ORDER BY 1, 2, 3""").fetchall()
+
+
+def test_runner_tables_have_the_contracted_columns(db_url):
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("""
+            SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+            WHERE c.relnamespace = 'genstudio'::regnamespace AND c.relkind = 'r'
+              AND c.relname <> 'schema_migrations' AND a.attnum > 0 AND NOT a.attisdropped""").fetchall()
+    applied: dict[str, dict[str, str]] = {}
+    for table, column, sqltype in rows:
+        applied.setdefault(table, {})[column] = sqltype
+    assert applied == RUNNER_COLUMNS
+
+
+def test_runner_tables_up_down_up_and_pasted_twice(db_url):
+    before = runner_catalog(db_url)
+    migrator = Migrator(db_url)
+    migrator.downgrade(2)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('genstudio.workflow_runs'), to_regclass('genstudio.uploads')").fetchone() == (None, None)
+    migrator.upgrade()
+    assert runner_catalog(db_url) == before
+    up_sql = next(m for m in load_migrations() if m.version == 3).up_sql
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(up_sql)
+    assert runner_catalog(db_url) == before
+
+
+def _as(conn: psycopg.Connection, role: str, user_id=None) -> None:
+    claims = '{"role": "%s"%s}' % (role, f', "sub": "{user_id}"' if user_id else "")
+    conn.execute("SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)", (role, claims))
+
+
+def _run_row(user_id) -> dict:
+    return {"job_id": uuid.uuid4(), "user_id": user_id, "prompt": '{"1": {"class_type": "X", "inputs": {}}}'}
+
+
+INSERT_RUN = ("INSERT INTO genstudio.workflow_runs (job_id, output_type, user_id, workflow_name, prompt) "
+              "VALUES (%(job_id)s, 'image', %(user_id)s, 'image-invert', %(prompt)s)")
+
+
+def test_runner_tables_row_level_security(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        alice, bob = (conn.execute("INSERT INTO auth.users (email) VALUES (%s) RETURNING id", (e,)).fetchone()[0]
+                      for e in ("alice@x", "bob@x"))
+        conn.execute("INSERT INTO genstudio.comfy_servers (url, healthy) VALUES ('http://user:secret@c:8188', true)")
+
+    with psycopg.connect(db_url) as conn:  # alice creates her own run and upload
+        _as(conn, "authenticated", alice)
+        conn.execute(INSERT_RUN, _run_row(alice))
+        conn.execute("INSERT INTO genstudio.uploads (user_id, storage_key, filename, content_type, size_bytes) "
+                     "VALUES (%s, 'uploads/a/b/c.png', 'c.png', 'image/png', 3)", (alice,))
+        conn.commit()
+
+    for statement, params in [
+        (INSERT_RUN, _run_row(bob)),  # for somebody else
+        ("UPDATE genstudio.workflow_runs SET state = 'submitted'", None),  # dispatch is not hers to do
+        ("SELECT * FROM genstudio.comfy_servers", None),  # server URLs may hold credentials
+        ("INSERT INTO genstudio.workflow_runs (job_id, output_type, user_id, workflow_name, prompt, state) "
+         "VALUES (gen_random_uuid(), 'image', %s, 'w', '{}', 'submitted')", (alice,)),
+    ]:
+        with psycopg.connect(db_url) as conn:
+            _as(conn, "authenticated", alice)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement, params)
+
+    with psycopg.connect(db_url) as conn:
+        _as(conn, "authenticated", bob)
+        assert conn.execute("SELECT count(*) FROM genstudio.workflow_runs").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM genstudio.uploads").fetchone() == (0,)
+        assert conn.execute("DELETE FROM genstudio.uploads").rowcount == 0
+    with psycopg.connect(db_url) as conn:
+        _as(conn, "anon")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM genstudio.workflow_runs")
+    with psycopg.connect(db_url) as conn:
+        _as(conn, "service_role")
+        assert conn.execute("UPDATE genstudio.workflow_runs SET state = 'submitted'").rowcount == 1
+        assert conn.execute("SELECT count(*) FROM genstudio.comfy_servers").fetchone() == (1,)
+
+
+def test_queued_runs_are_announced_at_commit(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        user = conn.execute("INSERT INTO auth.users (email) VALUES ('n@x') RETURNING id").fetchone()[0]
+    with psycopg.connect(db_url, autocommit=True) as listener, psycopg.connect(db_url) as writer:
+        listener.execute("LISTEN genstudio_workflow_runs")
+        row = _run_row(user)
+        writer.execute(INSERT_RUN, row)
+        assert list(listener.notifies(timeout=0.2)) == []  # not before commit
+        writer.commit()
+        notes = list(listener.notifies(timeout=2, stop_after=1))
+        assert [n.payload for n in notes] == [str(row["job_id"])]

@@ -1,0 +1,1 @@
+"""Running workflows on ComfyUI: the client, workflow templates, dispatcher and monitor."""
