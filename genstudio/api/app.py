@@ -13,11 +13,13 @@ from genstudio.api import auth, feed, health
 from genstudio.api.errors import install_error_handlers
 from genstudio.api.jobs import job_router
 from genstudio.api.limits import RequestBodyLimits
+from genstudio.api.session import csrf_key
 from genstudio.auth.ratelimit import LoginRateLimiter
 from genstudio.auth.tokens import TokenIssuer, TokenVerifier, load_or_create_secret
 from genstudio.config import Settings, get_settings
 from genstudio.jobs.output_types import OUTPUT_TYPES
 from genstudio.db.pool import Database
+from genstudio.web import install_web
 
 
 def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
@@ -49,11 +51,13 @@ def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(health.router)
     _add_jobs_api(app, settings)
+    install_web(app)
     return app
 
 
 def _add_jobs_api(app: FastAPI, settings: Settings) -> None:
     secret = load_or_create_secret(settings)
+    app.state.csrf_key = csrf_key(secret)
     app.state.token_verifier = TokenVerifier(secret, settings.jwt_audience, settings.jwks_url)
     app.state.token_issuer = TokenIssuer(secret, settings.jwt_audience, settings.access_token_ttl_seconds)
     app.state.login_limiter = LoginRateLimiter(settings.login_limit_per_address, settings.login_limit_per_account)

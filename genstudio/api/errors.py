@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genstudio.auth.errors import InvalidCredentials, InvalidToken, LoginRateLimited, MissingToken
+from genstudio.auth.errors import CsrfRejected, InvalidCredentials, InvalidToken, LoginRateLimited, MissingToken
 from genstudio.errors import CallerError
 from genstudio.jobs.models import ErrorResponse
 from genstudio.jobs.errors import (
@@ -30,6 +30,7 @@ STATUS_OF: dict[type[Exception], int] = {
     InvalidToken: 401,
     InvalidCredentials: 401,
     LoginRateLimited: 429,
+    CsrfRejected: 403,
     JobNotFound: 404,
     NotJobOwner: 403,
     InvalidTransition: 409,

@@ -38,7 +38,8 @@ class RequestBodyLimits:
         if not complete:
             await self._refuse(scope, receive, send, 413, f"the request body is larger than {self.max_bytes} bytes")
             return
-        if body and not _is_json(headers.get(b"content-type")):
+        # Only the JSON API insists on JSON; the web UI's forms post form-encoded bodies.
+        if body and scope["path"].startswith("/api/") and not _is_json(headers.get(b"content-type")):
             await self._refuse(scope, receive, send, 415, "the request body must be JSON (Content-Type: application/json)")
             return
         await self.app(scope, self._replay(body, receive), send)

@@ -29,3 +29,7 @@ class LoginRateLimited(AuthError):
 
 class AccountExists(AuthError):
     """`genstudio user add` for an email that already has an account."""
+
+
+class CsrfRejected(AuthError):
+    """A cookie-authenticated unsafe request without this session's CSRF token, or from another site."""

@@ -1,0 +1,85 @@
+"""The web UI in a real browser (Debian's Chromium) against a real `genstudio serve`:
+sign-in, the feed's visibility and Show Mine / Show All, the job page and its 404."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.web_support import browser, eventually, new_page, sign_in, studio  # noqa: F401
+
+
+async def test_signed_out_pages_go_to_login_and_back_after_signing_in(browser, studio):
+    alice = studio.account("alice")
+    page = await new_page(browser, studio)
+    await page.goto("/?type=image")
+    assert "/login?next=" in page.url
+    await page.get_by_label("Email").fill(alice.email)
+    await page.get_by_label("Password").fill("wrong password")
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    assert "wrong" in await page.get_by_role("alert").inner_text()
+    await page.get_by_label("Password").fill(alice.password)
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await page.wait_for_url("**/?type=image")
+    cookie = next(c for c in await page.context.cookies() if c["name"] == "genstudio_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]  # plain HTTP here
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url("**/login")
+    await page.goto("/")
+    assert "/login" in page.url
+    await page.context.close()
+
+
+async def test_feed_shows_own_shared_and_ownerless_jobs_never_others_private(browser, studio):
+    alice, bob = studio.account("alice"), studio.account("bob")
+    own = studio.record_job(alice, "image", workflow_name="alice-own")
+    own_text = studio.record_job(alice, "text", workflow_name="alice-text")
+    shared = studio.record_job(bob, "video", workflow_name="bob-shared", visibility="shared")
+    private = studio.record_job(bob, "image", workflow_name="bob-private")
+    legacy = studio.record_job(None, "image", workflow_name="legacy-ownerless")
+    ours = {"alice-own", "alice-text", "bob-shared", "bob-private", "legacy-ownerless"}
+    page = await new_page(browser, studio)
+    await sign_in(page, alice)
+
+    async def titles():
+        # The server is shared with other tests of this module: look at this test's jobs.
+        return set(await page.locator(".card .card-title").all_inner_texts()) & ours
+
+    assert await titles() == {"alice-own", "alice-text"}  # Show Mine is the default
+    await page.get_by_role("link", name="Show All").click()
+    await page.wait_for_url("**scope=all**")
+    assert await titles() == {"alice-own", "alice-text", "bob-shared", "legacy-ownerless"}
+    assert await page.locator(f"#job-image-{private['id']}").count() == 0
+    # The type filter.
+    await page.get_by_text("Images", exact=True).click()
+    await page.wait_for_url("**type=image**")
+    assert await titles() == {"alice-own", "legacy-ownerless"}
+    # Remembered across visits: a new visit to / still shows all.
+    await page.goto("/")
+    assert await page.get_by_role("link", name="Show All").get_attribute("aria-current") == "true"
+    assert "bob-shared" in await titles()
+    await page.get_by_role("link", name="Show Mine").click()
+    await page.wait_for_url("**scope=mine**")
+    await page.goto("/")
+    assert await titles() == {"alice-own", "alice-text"}
+    assert own and own_text and shared and legacy
+    await page.context.close()
+
+
+async def test_another_users_private_job_is_the_same_404_as_a_missing_one(browser, studio):
+    alice, bob = studio.account("alice"), studio.account("bob")
+    private = studio.record_job(alice, "image", workflow_name="secret-work", prompt="my secret prompt")
+    page = await new_page(browser, studio)
+    await sign_in(page, alice)
+    response = await page.goto(f"/jobs/image/{private['id']}")
+    assert response.status == 200 and "my secret prompt" in await page.content()
+    await page.context.close()
+
+    page = await new_page(browser, studio)
+    await sign_in(page, bob)
+    theirs = await page.goto(f"/jobs/image/{private['id']}")
+    their_body = await page.locator("main").inner_html()
+    missing = await page.goto(f"/jobs/image/{uuid.uuid4()}")
+    assert theirs.status == missing.status == 404
+    assert their_body == await page.locator("main").inner_html()
+    assert "secret" not in await page.content()
+    await page.context.close()
