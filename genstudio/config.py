@@ -82,6 +82,33 @@ class Settings(BaseSettings):
     def storage_dir(self) -> Path:
         return self.storage_dir_setting or self.data_dir / "storage"
 
+    # Job events (genstudio/events): how long the log keeps them, and live delivery.
+    event_retention_days: float = Field(default=7.0, gt=0, validation_alias="GENSTUDIO_EVENT_RETENTION_DAYS")
+    event_prune_interval_seconds: float = Field(default=600.0, gt=0,
+                                                validation_alias="GENSTUDIO_EVENT_PRUNE_INTERVAL_SECONDS")
+    # Comment lines on idle streams, so proxies do not close them.
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0, validation_alias="GENSTUDIO_SSE_HEARTBEAT_SECONDS")
+    # Events a stream may hold unsent before it is closed (the client then resumes from the log).
+    sse_max_pending: int = Field(default=10_000, ge=1, validation_alias="GENSTUDIO_SSE_MAX_PENDING")
+    # Webhooks: receivers on private or loopback addresses, or plain HTTP, only if allowed.
+    webhook_allow_private: bool = Field(default=False, validation_alias="GENSTUDIO_WEBHOOK_ALLOW_PRIVATE")
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, validation_alias="GENSTUDIO_WEBHOOK_TIMEOUT_SECONDS")
+    # Seconds to wait before each retry of a failed delivery; after the last, it has failed.
+    # The default spreads 7 retries over about a day (5 s, 5 min, 30 min, 2 h, 5 h, 8 h, 8 h).
+    webhook_retry_schedule: str = Field(default="5,300,1800,7200,18000,28800,28800",
+                                        pattern=r"^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$",
+                                        validation_alias="GENSTUDIO_WEBHOOK_RETRY_SCHEDULE")
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, validation_alias="GENSTUDIO_WEBHOOK_POLL_SECONDS")
+    webhook_concurrency: int = Field(default=16, ge=1, validation_alias="GENSTUDIO_WEBHOOK_CONCURRENCY")
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(part) for part in self.webhook_retry_schedule.split(","))
+
+    @property
+    def event_retention_seconds(self) -> float:
+        return self.event_retention_days * 86_400
+
     @property
     def embedded_pgdata(self) -> Path:
         return self.data_dir / "postgres"

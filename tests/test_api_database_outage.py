@@ -27,7 +27,13 @@ async def test_a_lost_database_connection_is_a_503_and_the_api_recovers(api):
     assert response.json() == {"success": False, "error": "the database is unavailable right now; try again shortly"}
     assert response.headers["retry-after"] == "5"
 
-    again = await api.client.post("/api/image-jobs", json=image_payload(), headers=alice.headers)
+    # Each broken connection the pool still holds (the background services and the event
+    # listener use the pool too) is discarded by the request that meets it, so the API is
+    # back after at most as many more requests as the pool has connections.
+    for _ in range(8):
+        again = await api.client.post("/api/image-jobs", json=image_payload(), headers=alice.headers)
+        if again.status_code != 503:
+            break
     assert again.status_code == 201
     listed = (await api.client.get("/api/image-jobs", headers=alice.headers)).json()
     assert listed["total_count"] == 1  # the refused request wrote nothing

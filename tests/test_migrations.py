@@ -78,7 +78,7 @@ def test_schema_is_a_superset_of_the_guide_target(db_url):
             assert f"idx_{t}_{suffix}" in indexes
     assert {"idx_video_jobs_comfy_job_id", "idx_image_jobs_comfy_job_id"} <= indexes
     triggers = {(t, name) for t, name, *_ in cat["triggers"]}
-    assert triggers == {(t, f"{t}_updated_at_trigger") for t in JOB_TABLES}
+    assert triggers == {(t, f"{t}_{kind}_trigger") for t in JOB_TABLES for kind in ("updated_at", "job_events")}
     assert {t: on for t, on in cat["rls"]} == {t: True for t in JOB_TABLES}
     defaults = {(t, c): d for t, c, _, _, d in cat["columns"]}
     assert defaults[("image_jobs", "comfyui_output_type")] == "'output'::text"
@@ -101,6 +101,7 @@ def test_up_down_up_gives_the_same_schema(empty_db):
     assert [m.version for m in migrator.downgrade(0)] == [m.version for m in reversed(load_migrations())]
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("SELECT to_regclass('public.video_jobs'), to_regnamespace('auth')").fetchone() == (None, None)
+        assert conn.execute("SELECT to_regclass('public.job_events'), to_regclass('genstudio.webhooks')").fetchone() == (None, None)
     migrator.upgrade()
     assert catalog(empty_db) == first
     assert migrator.current_version() == load_migrations()[-1].version
@@ -261,7 +262,7 @@ def test_runner_tables_have_the_contracted_columns(db_url):
             SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
             WHERE c.relnamespace = 'genstudio'::regnamespace AND c.relkind = 'r'
-              AND c.relname <> 'schema_migrations' AND a.attnum > 0 AND NOT a.attisdropped""").fetchall()
+              AND c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped""", (list(RUNNER_COLUMNS),)).fetchall()
     applied: dict[str, dict[str, str]] = {}
     for table, column, sqltype in rows:
         applied.setdefault(table, {})[column] = sqltype
@@ -346,3 +347,14 @@ def test_queued_runs_are_announced_at_commit(db_url):
         writer.commit()
         notes = list(listener.notifies(timeout=2, stop_after=1))
         assert [n.payload for n in notes] == [str(row["job_id"])]
+
+def test_job_events_are_written_at_commit_by_deferred_triggers_under_row_level_security(db_url):
+    with psycopg.connect(db_url) as conn:
+        deferred = conn.execute(
+            "SELECT tgrelid::regclass::text, tgdeferrable, tginitdeferred FROM pg_trigger "
+            "WHERE tgname LIKE '%%_job_events_trigger' ORDER BY 1").fetchall()
+        assert deferred == [(t, True, True) for t in sorted(JOB_TABLES)]
+        assert conn.execute("SELECT relrowsecurity FROM pg_class WHERE oid = 'public.job_events'::regclass").fetchone() == (True,)
+        grants = conn.execute("SELECT grantee, privilege_type FROM information_schema.role_table_grants "
+                              "WHERE table_name = 'job_events' AND grantee IN ('anon', 'authenticated') ORDER BY 1, 2").fetchall()
+        assert grants == [("authenticated", "SELECT")]

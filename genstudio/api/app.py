@@ -9,8 +9,9 @@ from fastapi import FastAPI
 
 from genstudio import __version__
 from genstudio.background import running_services
-from genstudio.api import auth, feed, health
+from genstudio.api import auth, events, feed, health, webhooks
 from genstudio.api.errors import install_error_handlers
+from genstudio.events.hub import shared_hub
 from genstudio.api.jobs import job_router
 from genstudio.api.limits import RequestBodyLimits
 from genstudio.api.session import csrf_key
@@ -30,11 +31,14 @@ def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.open()
         try:
-            if settings.run_background:
-                async with running_services(db, settings):
+            # One job event listener per process, shared by the SSE streams and the services.
+            async with shared_hub(db) as hub:
+                app.state.event_hub = hub
+                if settings.run_background:
+                    async with running_services(db, settings):
+                        yield
+                else:
                     yield
-            else:
-                yield
         finally:
             await db.close()
 
@@ -65,7 +69,10 @@ def _add_jobs_api(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(RequestBodyLimits, max_bytes=settings.max_body_bytes)
     for output_type in OUTPUT_TYPES.values():
         app.include_router(job_router(output_type))
+        app.include_router(events.job_events_router(output_type))
     app.include_router(feed.router)
+    app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(auth.router)
 
 

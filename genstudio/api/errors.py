@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genstudio.auth.errors import CsrfRejected, InvalidCredentials, InvalidToken, LoginRateLimited, MissingToken
 from genstudio.errors import CallerError
+from genstudio.events.addresses import RefusedAddress
+from genstudio.events.webhooks import TooManyWebhooks, WebhookNotFound
 from genstudio.jobs.models import ErrorResponse
 from genstudio.jobs.errors import (
     ComfyJobIdTaken,
@@ -37,6 +39,9 @@ STATUS_OF: dict[type[Exception], int] = {
     ComfyJobIdTaken: 409,
     InvalidCursor: 400,
     InvalidRequest: 422,
+    WebhookNotFound: 404,
+    RefusedAddress: 422,
+    TooManyWebhooks: 409,
 }
 
 # For OpenAPI: what every job endpoint may answer besides success.

@@ -1,0 +1,1 @@
+"""The job event log and its delivery: live Server-Sent Events and signed webhooks."""

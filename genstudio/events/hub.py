@@ -1,0 +1,227 @@
+"""One listener per process, fanning the job event log out to in-process subscribers.
+
+The hub holds one dedicated connection that LISTENs on `genstudio_job_events`. A notification
+only wakes it: it then reads every new event once, in id (= commit) order, with each job's
+owner and visibility as they are at that moment, and hands each event to the subscribers
+whose filter it matches and who may see it (genstudio.events.visibility). So the database
+does one query per batch of events, however many subscribers there are; and because the
+job's visibility is read with the batch, a job made private stops reaching others from the
+very next event on.
+
+Every genstudio process (each `serve` worker, each `genstudio worker`) runs its own hub, so
+every process delivers every event to its own subscribers: processes behind one load
+balancer need nothing from each other. A lost listener connection is re-opened and the hub
+catches up from the log; a periodic read covers a notification lost in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+
+from genstudio.db.pool import Database
+from genstudio.events.log import EVERYTHING, Event, EventFilter, newest_event_id, read_batch
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "genstudio_job_events"
+RECONNECT_PAUSE_SECONDS = 1.0
+
+
+class SubscriptionClosed(Exception):
+    """The subscriber fell too far behind (or the hub stopped); it must reconnect and replay."""
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A subscriber's queue of events it may see; bounded, so a stalled reader costs memory
+    only up to `max_pending` events before it is cut off (and resumes from the log)."""
+
+    viewer: uuid.UUID | None
+    wanted: EventFilter
+    max_pending: int
+    _pending: collections.deque = field(default_factory=collections.deque)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    def offer(self, event: Event) -> None:
+        if self.closed:
+            return
+        if not (self.wanted.matches(event, self.viewer) and event.visible_to(self.viewer)):
+            return
+        if len(self._pending) >= self.max_pending:
+            self.close()
+            return
+        self._pending.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def next(self) -> Event:
+        """The next event; raises SubscriptionClosed once closed and drained... or at once if it
+        overflowed, since what it holds no longer follows on without a gap."""
+        while not self._pending:
+            if self.closed:
+                raise SubscriptionClosed()
+            self._ready.clear()
+            await self._ready.wait()
+        if self.closed:
+            raise SubscriptionClosed()
+        return self._pending.popleft()
+
+    def drain(self) -> list[Event]:
+        events = list(self._pending)
+        self._pending.clear()
+        self._ready.clear()
+        return events
+
+
+class EventHub:
+    def __init__(self, db: Database, *, poll_seconds: float = 5.0, batch_size: int = 500):
+        self.db = db
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+        self.last_id = 0
+        self._subscribers: set[Subscription] = set()
+        self._signals: set[asyncio.Event] = set()
+        self._generation = 0  # counts subscriptions, to notice one made during a read
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.listening = asyncio.Event()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self, viewer: uuid.UUID | None, wanted: EventFilter = EVERYTHING, *,
+                  max_pending: int = 10_000) -> Subscription:
+        sub = Subscription(viewer, wanted, max_pending)
+        self._subscribers.add(sub)
+        self._generation += 1
+        return sub
+
+    @contextmanager
+    def new_events_signal(self) -> Iterator[asyncio.Event]:
+        """An event set whenever this process reads new job events (for internal consumers that
+        only need waking, like the webhook enqueuer). Also keeps the hub reading."""
+        signal = asyncio.Event()
+        self._signals.add(signal)
+        self._generation += 1
+        try:
+            yield signal
+        finally:
+            self._signals.discard(signal)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        sub.close()
+
+    async def start(self) -> None:
+        async with self.db.as_service() as conn:
+            self.last_id = await newest_event_id(conn)
+        self._tasks = [asyncio.create_task(self._listen(), name="genstudio:events-listener"),
+                       asyncio.create_task(self._fan_out(), name="genstudio:events-fan-out")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for sub in list(self._subscribers):
+            self.unsubscribe(sub)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.db.conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    self._wake.set()  # catch up on whatever was committed while not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job event listener lost its connection (%s); reconnecting", exc)
+            self.listening.clear()
+            await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
+
+    async def _fan_out(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not read new job events (%s); retrying", exc)
+                await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
+                self._wake.set()
+
+    async def _catch_up(self) -> None:
+        while True:
+            generation = self._generation
+            if not self._subscribers and not self._signals:
+                # Nobody to deliver to: move past the new events without reading them, unless
+                # someone subscribed meanwhile (their replay may not reach that far).
+                async with self.db.as_service() as conn:
+                    newest = await newest_event_id(conn)
+                if self._generation == generation and not self._subscribers and not self._signals:
+                    self.last_id = max(self.last_id, newest)
+                    return
+                continue
+            async with self.db.as_service() as conn:
+                events = await read_batch(conn, self.last_id, limit=self.batch_size)
+            for event in events:
+                for sub in list(self._subscribers):
+                    sub.offer(event)
+            if events:
+                self.last_id = events[-1].id
+                for signal in self._signals:
+                    signal.set()
+            if len(events) < self.batch_size:
+                return
+
+
+@dataclass(eq=False)
+class _SharedHub:
+    hub: EventHub
+    started: asyncio.Future
+    users: int = 0
+
+
+_shared: dict[int, _SharedHub] = {}
+
+
+@asynccontextmanager
+async def shared_hub(db: Database, **options) -> AsyncIterator[EventHub]:
+    """The process's hub for `db`, started by its first user and stopped after its last: the
+    API and the background services of one process share one listener."""
+    entry = _shared.get(id(db))
+    if entry is None:
+        hub = EventHub(db, **options)
+        entry = _shared[id(db)] = _SharedHub(hub, asyncio.ensure_future(hub.start()))
+    entry.users += 1
+    try:
+        await asyncio.shield(entry.started)
+        yield entry.hub
+    finally:
+        entry.users -= 1
+        if entry.users == 0:
+            if _shared.get(id(db)) is entry:
+                del _shared[id(db)]
+            await entry.hub.stop()
