@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-_LONG_TEXT_NAMES = frozenset({"prompt", "negative_prompt", "text", "input_text"})
+# Strings that read as prose get a text area; every other string (a file name, a model) a line.
+_PROSE_WORDS = ("prompt", "text", "caption", "description")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def parameter_field(name: str, schema: dict[str, Any], required: bool) -> FormFi
         return FormField(kind="file", accept=str(schema.get("contentMediaType") or ""),
                          max_bytes=schema.get("maxLength"), **common)
     if "enum" in schema:
-        return FormField(kind="select", choices=tuple(schema["enum"]), json_type=kind, **common)
+        return FormField(kind="select", choices=tuple(c for c in schema["enum"] if c is not None), json_type=kind,
+                         **common)
     if kind in ("number", "integer"):
         minimum = schema.get("minimum", schema.get("exclusiveMinimum"))
         maximum = schema.get("maximum", schema.get("exclusiveMaximum"))
@@ -61,7 +63,7 @@ def parameter_field(name: str, schema: dict[str, Any], required: bool) -> FormFi
         return FormField(kind="number", minimum=minimum, maximum=maximum, step=step, json_type=kind, **common)
     if kind == "boolean":
         return FormField(kind="checkbox", json_type="boolean", **{**common, "required": False})
-    long = name in _LONG_TEXT_NAMES or (schema.get("maxLength") or 0) > 200
+    long = any(word in name for word in _PROSE_WORDS)
     return FormField(kind="textarea" if long else "text", json_type="string",
                      extra={"maxlength": schema.get("maxLength"), "minlength": schema.get("minLength")}, **common)
 

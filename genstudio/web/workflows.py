@@ -6,7 +6,18 @@ from typing import Any
 
 from fastapi import Request
 
+from genstudio.comfy.templates import TemplateSet, templates_from_settings
+
+
+def loaded_templates(request: Request) -> TemplateSet:
+    """The app's templates, loaded once (the same set the runs API uses, when it has loaded it)."""
+    state = request.app.state
+    templates = getattr(state, "workflow_templates", None)
+    if templates is None:
+        templates = state.workflow_templates = templates_from_settings(state.settings)
+    return templates
+
 
 def workflow_catalog(request: Request) -> list[dict[str, Any]]:
-    """Every template as `GET /api/workflows` describes it (name, display_name, output_type, schema)."""
-    return []
+    """Every template as `GET /api/workflows` describes it (name, display_name, output_type, schema…)."""
+    return sorted((t.describe() for t in loaded_templates(request)), key=lambda w: w["display_name"].lower())

@@ -286,16 +286,18 @@ function setupRun() {
     if (Array.isArray(detailed)) detailed.forEach((e) => { placed = setFieldError(e.field || e.name || e.parameter, e.message || e.error) || placed; });
     else if (detailed) Object.entries(detailed).forEach(([k, v]) => { placed = setFieldError(k, String(v)) || placed; });
     if (!placed) {
-      form.querySelectorAll(".field").forEach((field) => {
-        const name = field.dataset.name;
-        const pattern = new RegExp(`(['"\`.]|\\b)${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(['"\`]|\\b)`);
-        if (!placed && pattern.test(message)) placed = setFieldError(name, message);
+      // "parameters.strength: 1.5 is greater than the maximum of 1; parameters.prompt: is required"
+      message.split(/;\s+/).forEach((part) => {
+        const named = part.match(/^(?:parameters\.)?([A-Za-z][\w]*)\s*:\s*(.*)$/);
+        const quoted = part.match(/['"`]([A-Za-z][\w]*)['"`]/);
+        const name = (named && fieldOf(named[1]) && named[1]) || (quoted && fieldOf(quoted[1]) && quoted[1]);
+        if (name) placed = setFieldError(name, named && named[1] === name ? named[2] : part) || placed;
       });
     }
     formError.textContent = placed ? "Please correct the marked field." : message;
     formError.hidden = false;
     const invalid = form.querySelector('[aria-invalid="true"]');
-    (invalid || formError).focus && (invalid || form).focus();
+    if (invalid) invalid.focus(); else { formError.tabIndex = -1; formError.focus(); }
   }
 
   function showDispatch(job) {
