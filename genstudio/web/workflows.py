@@ -10,11 +10,11 @@ from genstudio.comfy.templates import TemplateSet, templates_from_settings
 
 
 def loaded_templates(request: Request) -> TemplateSet:
-    """The app's templates, loaded once (the same set the runs API uses, when it has loaded it)."""
+    """The app's templates: the very set the runs API uses (`app.state.templates`), loaded once."""
     state = request.app.state
-    templates = getattr(state, "workflow_templates", None)
+    templates = getattr(state, "templates", None)
     if templates is None:
-        templates = state.workflow_templates = templates_from_settings(state.settings)
+        templates = state.templates = templates_from_settings(state.settings)
     return templates
 
 

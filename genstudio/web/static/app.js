@@ -60,9 +60,9 @@ function liveStream(url, onEvent, { onOpen, onState } = {}) {
       if (message.lastEventId) lastId = message.lastEventId;
       let data = {};
       try { data = JSON.parse(message.data); } catch (e) { return; }
-      onEvent(message.type, data);
+      onEvent(message.type, data, message.lastEventId);
     };
-    for (const kind of [...EVENT_KINDS, "message", "reset", "gap"]) source.addEventListener(kind, handle);
+    for (const kind of [...EVENT_KINDS, "message", "reset"]) source.addEventListener(kind, handle);
     source.addEventListener("error", async () => {
       if (source.readyState === EventSource.CLOSED) {
         onState && onState("offline");
@@ -187,7 +187,7 @@ function setupFeed() {
   const labels = { live: "Live", reconnecting: "Connection lost; reconnecting…", offline: "Offline; retrying…" };
   liveStream(`/api/feed/events?scope=${filters.scope}&types=${types}`, (kind, data) => {
     const { event, job, type, id } = eventJob(data);
-    if (kind === "reset" || kind === "gap") { resync(); return; }
+    if (kind === "reset") { resync(); return; }
     if (!type || !id) return;
     const card = document.getElementById(`job-${type}-${id}`);
     if (kind === "deleted") { if (card) card.remove(); updateEmpty(); return; }
@@ -388,7 +388,7 @@ function setupJob() {
 
   const timeline = document.getElementById("timeline");
   const timelineEmpty = document.getElementById("timeline-empty");
-  function addToTimeline(kind, event) {
+  function addToTimeline(kind, event, eventId) {
     const item = document.createElement("li");
     const at = event.created_at || event.at || new Date().toISOString();
     const time = document.createElement("time");
@@ -399,14 +399,20 @@ function setupJob() {
       : "";
     item.append(time, document.createTextNode(kind + (changes ? ` (${changes})` : "")));
     item.dataset.kind = kind;
+    if (eventId) item.dataset.eventId = eventId;
     timeline.appendChild(item);
     timelineEmpty.hidden = true;
   }
 
-  liveStream(`${base}/events?last_event_id=0`, (kind, data) => {
+  // Without a Last-Event-ID this stream starts with every event of the job the log still holds.
+  liveStream(`${base}/events`, (kind, data, eventId) => {
     const { event } = eventJob(data);
-    if (kind === "reset" || kind === "gap") { timelineEmpty.textContent = "Older events are past the retention period."; return; }
-    addToTimeline(kind, event);
+    if (eventId && timeline.querySelector(`li[data-event-id="${CSS.escape(eventId)}"]`)) return;  // replayed again
+    if (kind === "reset") {
+      if (data.reason === "expired") { timelineEmpty.textContent = "Older events are past the retention period."; timelineEmpty.hidden = false; }
+      return;
+    }
+    addToTimeline(kind, event, eventId);
     if (kind === "progress") setProgress(document.getElementById("job-progress"), event.changes && event.changes.progress);
     else if (kind === "deleted") location.reload();
     else refresh();
