@@ -79,6 +79,11 @@ function liveStream(url, onEvent, { onOpen, onState } = {}) {
   return { close: () => source && source.close() };
 }
 
+// A progress event that only moves the bar (anything else it carries needs a fresh rendering).
+function onlyProgress(kind, event) {
+  return kind === "progress" && event.changes && Object.keys(event.changes).every((k) => k === "progress");
+}
+
 function setProgress(bar, value) {
   if (!bar || value === undefined || value === null) return;
   const pct = Math.max(0, Math.min(100, Number(value)));
@@ -191,11 +196,7 @@ function setupFeed() {
     if (!type || !id) return;
     const card = document.getElementById(`job-${type}-${id}`);
     if (kind === "deleted") { if (card) card.remove(); updateEmpty(); return; }
-    if (kind === "progress" && card) {
-      const progress = (event.changes && event.changes.progress) ?? (job && job.progress);
-      setProgress(card.querySelector(".bar"), progress);
-      return;
-    }
+    if (card && onlyProgress(kind, event)) { setProgress(card.querySelector(".bar"), event.changes.progress); return; }
     refreshCard(type, id, kind === "created");
   }, {
     onOpen: () => { if (firstOpen) { firstOpen = false; resync(); } },
@@ -302,8 +303,8 @@ function setupRun() {
 
   function showDispatch(job) {
     const d = job && job.parameters && job.parameters.dispatch;
-    if (job && job.status === "pending" && d && (d.reason || d.state === "waiting")) {
-      dispatch.textContent = "Waiting for a ComfyUI server: " + (d.reason || "none is available yet") + ". The run starts as soon as one is available.";
+    if (job && job.status === "pending" && d && d.state === "waiting") {
+      dispatch.textContent = "Waiting for a ComfyUI server: " + (d.reason || "none is available") + ". The run starts as soon as one is.";
       dispatch.hidden = false;
     } else {
       dispatch.hidden = true;
@@ -344,8 +345,8 @@ function setupRun() {
         const { event, job: latest } = eventJob(payload);
         if (latest) showDispatch(latest);
         const card = resultCard.querySelector(".card");
-        if (kind === "progress" && card) {
-          setProgress(card.querySelector(".bar"), (event.changes && event.changes.progress) ?? (latest && latest.progress));
+        if (card && onlyProgress(kind, event)) {
+          setProgress(card.querySelector(".bar"), event.changes.progress);
         } else {
           showCard(type, job.id);
         }
@@ -413,7 +414,7 @@ function setupJob() {
       return;
     }
     addToTimeline(kind, event, eventId);
-    if (kind === "progress") setProgress(document.getElementById("job-progress"), event.changes && event.changes.progress);
+    if (onlyProgress(kind, event)) setProgress(document.getElementById("job-progress"), event.changes.progress);
     else if (kind === "deleted") location.reload();
     else refresh();
   }, { onOpen: () => { if (!timeline.children.length) timelineEmpty.textContent = "No events recorded."; } });
