@@ -30,9 +30,13 @@ async def test_owner_cancels_a_running_job(browser, studio):
     job = studio.record_job(alice, "video", workflow_name="lipsync")
     page = await new_page(browser, studio)
     await sign_in(page, alice, f"/jobs/video/{job['id']}")
+    await page.locator("#timeline li[data-kind=created]").wait_for()  # the history, from the events API
     await page.get_by_role("button", name="Cancel job").click()
     await page.locator("#job-status", has_text="cancelled").wait_for()
     assert await page.get_by_role("button", name="Cancel job").count() == 0
+    await page.locator("#timeline li[data-kind=cancelled]").wait_for()  # and live
+    assert await page.locator("#timeline li").evaluate_all("items => items.map(i => i.dataset.kind)") == [
+        "created", "cancelled"]
     api_view = studio.api("GET", f"/api/video-jobs/{job['id']}", alice).json()["video_job"]
     assert api_view["status"] == "cancelled"
     await page.context.close()

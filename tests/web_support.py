@@ -65,7 +65,18 @@ class Studio:
     base_url: str
     db_url: str
     process: subprocess.Popen
+    port: int
+    data_dir: Path
+    env: dict[str, str]
     accounts: dict[str, Account] = field(default_factory=dict)
+
+    def restart(self, while_down=None) -> None:
+        """Stop the server (every open connection drops), run `while_down()`, start it again on
+        the same port and database."""
+        stop_studio(self)
+        if while_down is not None:
+            while_down()
+        self.process = start_studio(self.db_url, self.data_dir, port=self.port, **self.env).process
 
     def account(self, name: str) -> Account:
         """A new account (the name gets a unique suffix: tests share the server)."""
@@ -101,8 +112,8 @@ class Studio:
         return {"id": str(row[0]), "workflow_name": body["workflow_name"]}
 
 
-def start_studio(db_url: str, data_dir: Path, **env: str) -> Studio:
-    port = free_port()
+def start_studio(db_url: str, data_dir: Path, port: int | None = None, **env: str) -> Studio:
+    port = port or free_port()
     environment = {**os.environ, "DATABASE_URL": db_url, "GENSTUDIO_DATA_DIR": str(data_dir),
                    "SUPABASE_JWT_SECRET": SECRET, "GENSTUDIO_POOL_MIN": "1", "GENSTUDIO_POOL_MAX": "6", **env}
     process = subprocess.Popen([sys.executable, "-m", "genstudio", "serve", "--port", str(port), "--no-access-log"],
@@ -114,7 +125,7 @@ def start_studio(db_url: str, data_dir: Path, **env: str) -> Studio:
             pytest.fail(f"serve exited early ({process.returncode}):\n{process.stdout.read()}")
         try:
             if httpx.get(base_url + "/api/healthz", timeout=2).status_code == 200:
-                return Studio(base_url, db_url, process)
+                return Studio(base_url, db_url, process, port, data_dir, env)
         except httpx.TransportError:
             pass
         time.sleep(0.1)
@@ -179,3 +190,39 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
         await asyncio.sleep(interval)
 
 
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    """One fake ComfyUI (tests/fakes/) for the module's server."""
+    from tests.fakes.comfyui import FakeComfyUI
+
+    fake = FakeComfyUI().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="module")
+def live_studio(pg_cluster, migrated_template, tmp_path_factory, comfy) -> Iterator[Studio]:
+    """A server whose runs go to the fake ComfyUI."""
+    name = pg_cluster.create_database(template=migrated_template)
+    running = start_studio(pg_cluster.conninfo(name), tmp_path_factory.mktemp("studio"), COMFYUI_URLS=comfy.url)
+    try:
+        yield running
+    finally:
+        stop_studio(running)
+        pg_cluster.drop_database(name)
+
+
+async def open_live_feed(page, path: str = "/") -> None:
+    """Open the feed and wait until its event stream is connected; mark the document, so a
+    test can tell that later changes arrived without a reload."""
+    await page.goto(path)
+    await page.wait_for_selector("#live-status[data-state=live]")
+    await page.evaluate("window.__sameDocument = true")
+
+
+async def same_document(page) -> bool:
+    return await page.evaluate("window.__sameDocument === true")

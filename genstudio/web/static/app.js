@@ -36,13 +36,10 @@ function parseHTML(html) {
   return template.content;
 }
 
-// The job and its identity from one event message, whatever else the message carries.
+// One event message's data: the event's fields (`type`, `job_id`, `kind`, `changes`,
+// `created_at`) and `job`, the job as the API returns it (null once gone or not visible).
 function eventJob(data) {
-  const event = data.event || data;
-  const job = data.job || null;
-  const type = (job && job.type) || event.output_type || data.output_type;
-  const id = (job && job.id) || event.job_id || data.job_id;
-  return { event, job, type: type && type.replace(/_jobs?$/, ""), id };
+  return { event: data, job: data.job || null, type: data.type, id: data.job_id };
 }
 
 // One EventSource that resumes where it stopped: the browser resends Last-Event-ID on its own
@@ -55,7 +52,8 @@ function liveStream(url, onEvent, { onOpen, onState } = {}) {
   const connect = () => {
     const full = lastId === null ? url : url + (url.includes("?") ? "&" : "?") + "last_event_id=" + encodeURIComponent(lastId);
     source = new EventSource(full, { withCredentials: true });
-    source.addEventListener("open", () => { retry = 1000; onState && onState("live"); onOpen && onOpen(); });
+    // On (re)connecting, whether the server replays what was missed (it does after an event id).
+    source.addEventListener("open", () => { retry = 1000; onState && onState("live"); onOpen && onOpen(lastId !== null); });
     const handle = (message) => {
       if (message.lastEventId) lastId = message.lastEventId;
       let data = {};
@@ -184,10 +182,9 @@ function setupFeed() {
   }
   observeSentinel();
 
-  // Live updates. After the stream is first open, re-read the first page once, so that
-  // nothing that changed between rendering this page and subscribing is missed; later
-  // reconnects resume from the last event id instead.
-  let firstOpen = true;
+  // Live updates. Whenever the stream opens without an event id to resume from (the first
+  // time), re-read the first page, so that nothing that changed between rendering this page and
+  // subscribing is missed; reconnects after an event resume from its id and the server replays.
   const types = filters.type && filters.type !== "all" ? filters.type : "video,image,text";
   const labels = { live: "Live", reconnecting: "Connection lost; reconnecting…", offline: "Offline; retrying…" };
   liveStream(`/api/feed/events?scope=${filters.scope}&types=${types}`, (kind, data) => {
@@ -199,7 +196,7 @@ function setupFeed() {
     if (card && onlyProgress(kind, event)) { setProgress(card.querySelector(".bar"), event.changes.progress); return; }
     refreshCard(type, id, kind === "created");
   }, {
-    onOpen: () => { if (firstOpen) { firstOpen = false; resync(); } },
+    onOpen: (resumed) => { if (!resumed) resync(); },
     onState: (state) => { status.textContent = labels[state]; status.dataset.state = state; },
   });
 
