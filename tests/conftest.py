@@ -79,3 +79,7 @@ def db_url(pg_cluster: Cluster, migrated_template: str) -> Iterator[str]:
     name = pg_cluster.create_database(template=migrated_template)
     yield pg_cluster.conninfo(name)
     pg_cluster.drop_database(name)
+
+
+# The fake ComfyUI's fixtures (`fake_comfy`, `fake_comfy_factory`), for every test module.
+from tests.fakes.comfyui import fake_comfy, fake_comfy_factory  # noqa: E402, F401
