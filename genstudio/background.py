@@ -42,12 +42,14 @@ def registered_services(settings: Settings) -> dict[str, Service]:
     Each area adds its own here (imported lazily, so that a process that runs none of them
     loads none of their dependencies).
     """
+    from genstudio.comfy.monitor import monitor_service
     from genstudio.events.services import job_events_pruner, webhook_enqueuer, webhook_sender
 
     return {
         "job_events_pruner": job_events_pruner,
         "webhook_enqueuer": webhook_enqueuer,
         "webhook_sender": webhook_sender,
+        "comfy_monitor": monitor_service,
     }
 
 

@@ -60,8 +60,31 @@ class Settings(BaseSettings):
     health_check_seconds: float = Field(default=10.0, gt=0, validation_alias="GENSTUDIO_HEALTH_CHECK_INTERVAL")
     # How long a dispatcher holds a run while it uploads inputs and submits it.
     dispatch_lease_seconds: float = Field(default=60.0, gt=0, validation_alias="GENSTUDIO_DISPATCH_LEASE")
+    # The client id genstudio submits prompts under; ComfyUI sends their progress to the
+    # WebSocket that connects with it.
+    comfy_client_id: str = Field(default="genstudio", min_length=1, max_length=200, validation_alias="GENSTUDIO_COMFY_CLIENT_ID")
+    # Timeout of each request to a ComfyUI server.
+    comfy_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="GENSTUDIO_COMFY_TIMEOUT")
     # Lifetime of signed `/files/...` URLs (for <img src> without a session cookie).
     file_url_ttl_seconds: int = Field(default=3600, ge=1, validation_alias="GENSTUDIO_FILE_URL_TTL")
+
+    # ComfyUI monitor (genstudio/comfy/monitor.py).
+    # Prompts clients submitted themselves send no messages to genstudio: checked this often.
+    monitor_poll_seconds: float = Field(default=2.0, gt=0, validation_alias="GENSTUDIO_MONITOR_POLL_SECONDS")
+    # Every followed prompt is checked against /queue and /history this often (besides after
+    # every reconnect), in case a message was lost.
+    monitor_reconcile_seconds: float = Field(default=30.0, gt=0, validation_alias="GENSTUDIO_MONITOR_RECONCILE_SECONDS")
+    # The watchdog: a running job that reports nothing for this long fails (and is interrupted).
+    monitor_stall_seconds: float = Field(default=1800.0, gt=0, validation_alias="GENSTUDIO_MONITOR_STALL_SECONDS")
+    # A prompt missing from its server's queue and history is lost only once it is this old
+    # (a client may record a job a moment before its POST reaches ComfyUI).
+    monitor_lost_grace_seconds: float = Field(default=10.0, ge=0,
+                                              validation_alias="GENSTUDIO_MONITOR_LOST_GRACE_SECONDS")
+    # At most one progress write per job per this interval (and only on whole-percent changes).
+    monitor_progress_interval_seconds: float = Field(default=0.25, ge=0,
+                                                     validation_alias="GENSTUDIO_MONITOR_PROGRESS_INTERVAL")
+    # How often a process that does not lead a server's monitor checks whether it may.
+    monitor_leader_retry_seconds: float = Field(default=2.0, gt=0, validation_alias="GENSTUDIO_MONITOR_LEADER_RETRY")
 
     @field_validator("comfyui_urls", mode="before")
     @classmethod

@@ -134,7 +134,7 @@ class JobService:
         self._sql = {
             name: sql.SQL(QUERIES[name]).format(**fields).as_string()
             for name in ("insert", "get", "get_by_comfy_id", "get_own_by_comfy_id", "lock_own", "is_visible",
-                         "update_progress", "finish", "delete")
+                         "update_progress", "finish", "delete", "back_to_dispatch")
         }
 
     @cache
@@ -237,7 +237,35 @@ class JobService:
         if row["status"] == "cancelled":
             return row["job"]
         check_transition(row["status"], "cancelled")
-        return await self._finish(conn, job_id, "cancelled", {})
+        job = await self._finish(conn, job_id, "cancelled", {})
+        if row["comfy_job_id"]:
+            # Tells the ComfyUI monitor (at commit) to take the prompt off its server.
+            await conn.execute(QUERIES["notify_cancelled"], {"payload": f"{self.type.name}:{job_id}"})
+        return job
+
+    async def advance(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, status: str, *,
+                      progress: float | None = None, results: dict[str, Any] | None = None) -> str | None:
+        """A move made by genstudio itself (the ComfyUI monitor), on a `service_role`
+        transaction, under the same transition table as the API's moves.
+
+        Returns the job's JSON, or None when the job has already ended: a late or repeated
+        report (ComfyUI saying twice that a prompt finished, a cancel that won the race)
+        changes nothing, so each outcome is recorded exactly once."""
+        row = await self._one(conn, "lock_own", {"id": job_id})  # service_role: any job
+        if row is None or row["status"] in FINAL_STATUSES:
+            return None
+        check_transition(row["status"], status)
+        if status in FINAL_STATUSES:
+            return await self._finish(conn, job_id, status, results or {})
+        params = {"id": job_id, "status": status, "error_message": row["error_message"],
+                  "visibility": row["visibility"], "progress": row["progress"] if progress is None else progress}
+        return (await self._one(conn, "update_progress", params))["job"]
+
+    async def back_to_dispatch(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID,
+                               dispatch: dict[str, Any]) -> str | None:
+        """A pending run whose server forgot it: no server any more, and why (service side)."""
+        row = await self._one(conn, "back_to_dispatch", {"id": job_id, "dispatch": Jsonb(dispatch)})
+        return row["job"] if row else None
 
     async def _finish(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, status: str,
                       results: dict[str, Any]) -> str:

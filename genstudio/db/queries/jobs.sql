@@ -53,6 +53,18 @@ UPDATE {table} j SET
 WHERE j.id = %(id)s
 RETURNING {job_json}::text AS job
 
+-- name: back_to_dispatch
+-- A run its ComfyUI server forgot before it started goes back to the dispatcher: no server
+-- yet, and the reason shown to the user in parameters.dispatch.
+UPDATE {table} j
+SET comfy_url = '', parameters = jsonb_set(coalesce(j.parameters, '{{}}'::jsonb), '{{dispatch}}', %(dispatch)s)
+WHERE j.id = %(id)s AND j.status = 'pending'
+RETURNING {job_json}::text AS job
+
+-- name: notify_cancelled
+-- `<type>:<job id>` to the ComfyUI monitor, delivered when the cancelling transaction commits.
+SELECT pg_notify('genstudio_job_cancelled', %(payload)s)
+
 -- name: delete
 DELETE FROM {table} j WHERE j.id = %(id)s RETURNING j.id
 
