@@ -390,6 +390,7 @@ class FakeComfyUI:
         for name in ("input", "output", "temp"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every HTTP request, for tests
+        self.success_sent_at: dict[str, float] = {}  # prompt id -> epoch seconds (for benchmarks)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -991,6 +992,7 @@ class FakeComfyUI:
         run.current_node = None
         self.cache = new_cache
         if outcome == "success":
+            self.success_sent_at[item.prompt_id] = time.time()
             await self.send_execution(run, "execution_success", {"prompt_id": item.prompt_id, "timestamp": now_ms()},
                                       record=True)
         self.history[item.prompt_id] = {
