@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 QUERIES = load_queries("monitor")
 SERVICES = {name: JobService(t) for name, t in OUTPUT_TYPES.items()}
 CANCEL_CHANNEL = "genstudio_job_cancelled"
+ENDING_MESSAGES = {"execution_success", "execution_error", "execution_interrupted"}
+LANE_IDLE_SECONDS = 30.0
 VIDEO_EXTENSIONS = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
 FILE_OUTPUT_KEYS = ("images", "gifs", "video", "videos", "audio")
 
@@ -74,6 +77,7 @@ class Tracked:
     nodes: dict[str, float] = field(default_factory=dict)  # node -> fraction done
     outputs: dict[str, Any] = field(default_factory=dict)  # from `executed`, while seen whole
     saw_start: bool = False
+    started_at: datetime | None = None  # ComfyUI's execution_start time
     written_progress: float = -1.0
     last_write: float = 0.0
     last_activity: float = field(default_factory=time.monotonic)
@@ -131,6 +135,8 @@ class ServerMonitor:
         self.tracked: dict[str, Tracked] = {}
         self.unknown: dict[str, float] = {}  # prompt ids that are not ours, with when we looked
         self.finishing: dict[str, asyncio.Task] = {}
+        self.lanes: dict[str, asyncio.Queue] = {}
+        self.lane_tasks: set[asyncio.Task] = set()
         self.connected = asyncio.Event()
         self.leading = asyncio.Event()
 
@@ -161,7 +167,7 @@ class ServerMonitor:
             finally:
                 self.leading.clear()
                 self.connected.clear()
-                for task in self.finishing.values():
+                for task in [*self.finishing.values(), *self.lane_tasks]:
                     task.cancel()
 
     async def _until_stopped(self, *jobs: Awaitable[None]) -> None:
@@ -195,7 +201,7 @@ class ServerMonitor:
                     await self.reconcile()
                     self.connected.set()
                     async for message in socket:
-                        await self.handle(message)
+                        self.route(message)
             except (ComfyUnreachable, ComfyTimeout) as exc:
                 if self.connected.is_set():
                     log.warning("monitor: lost %s (%s); reconnecting", self.url, exc)
@@ -203,29 +209,70 @@ class ServerMonitor:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    async def handle(self, message: ComfyMessage) -> None:
+    def route(self, message: ComfyMessage) -> None:
+        """Hand a message to its prompt's lane: each prompt's messages are handled in order,
+        different prompts' concurrently, and the socket is never held up by the database."""
         prompt_id = message.prompt_id
         if not prompt_id:
             return
-        tracked = self.tracked.get(prompt_id) or await self.track(prompt_id)
-        if tracked is None or tracked.ended:
+        lane = self.lanes.get(prompt_id)
+        if lane is None:
+            lane = self.lanes[prompt_id] = asyncio.Queue()
+            task = asyncio.create_task(self._run_lane(prompt_id, lane))
+            self.lane_tasks.add(task)
+            task.add_done_callback(self.lane_tasks.discard)
+        lane.put_nowait(message)
+
+    async def _run_lane(self, prompt_id: str, lane: asyncio.Queue) -> None:
+        try:
+            tracked = self.tracked.get(prompt_id) or await self.track(prompt_id)
+            while True:
+                try:
+                    batch = [await asyncio.wait_for(lane.get(), LANE_IDLE_SECONDS)]
+                except TimeoutError:
+                    return
+                while not lane.empty():
+                    batch.append(lane.get_nowait())
+                if tracked is None or tracked.ended:
+                    if lane.empty():
+                        return
+                    continue
+                # A prompt that already ended in this batch skips the writes of its start and
+                # progress: its outcome is written at once (with ComfyUI's start time).
+                ending = any(m.type in ENDING_MESSAGES for m in batch)
+                for message in batch:
+                    await self.handle(tracked, message, quiet=ending)
+        except Exception:
+            log.exception("monitor: following prompt %s on %s failed; reconciling later", prompt_id, self.url)
+        finally:
+            if self.lanes.get(prompt_id) is lane:
+                del self.lanes[prompt_id]
+
+    async def handle(self, tracked: Tracked, message: ComfyMessage, *, quiet: bool = False) -> None:
+        if tracked.ended:
             return
+        prompt_id = tracked.prompt_id
         tracked.last_activity = time.monotonic()
         data = message.data
         kind = message.type
         if kind == "execution_start":
             tracked.saw_start, tracked.outputs, tracked.nodes = True, {}, {}
-            await self.advance(tracked, "processing")
+            tracked.started_at = _utc(data.get("timestamp"))
+            tracked.last_write = time.monotonic()  # the first progress write waits an interval too
+            if not quiet:
+                await self.advance(tracked, "processing")
         elif kind == "execution_cached":
             tracked.cached = set(data.get("nodes") or [])
         elif kind == "progress_state":
             for node_id, node in (data.get("nodes") or {}).items():
                 tracked.nodes[node_id] = 1.0 if node.get("state") == "finished" else _fraction(node)
-            await self.report_progress(tracked)
+            if not quiet:
+                await self.report_progress(tracked)
         elif kind == "progress":
             if data.get("node") is not None:
                 tracked.nodes[str(data["node"])] = _fraction(data)
-                await self.report_progress(tracked)
+                if not quiet:
+                    await self.report_progress(tracked)
         elif kind == "executed":
             tracked.outputs[str(data.get("node"))] = data.get("output") or {}
         elif kind == "execution_success":
@@ -415,6 +462,8 @@ class ServerMonitor:
     async def advance(self, tracked: Tracked, status: str, *, progress: float | None = None,
                       results: dict[str, Any] | None = None, end_run: bool = False) -> bool:
         service = SERVICES[tracked.output_type]
+        if status in FINAL_STATUSES and tracked.started_at is not None:
+            results = {**(results or {}), "started_at": tracked.started_at}
         async with self.db.as_service() as conn:
             job = await service.advance(conn, tracked.job_id, status, progress=progress, results=results)
             if tracked.is_run and (end_run or job is None):
@@ -543,6 +592,13 @@ class StoredOutput:
         if PurePosixPath(self.name).suffix.lower() in VIDEO_EXTENSIONS:
             return "video"
         return content_type_of(self.name).split("/", 1)[0]
+
+
+def _utc(milliseconds: Any) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(milliseconds) / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _fraction(node: dict[str, Any]) -> float:

@@ -269,7 +269,7 @@ class JobService:
 
     async def _finish(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, status: str,
                       results: dict[str, Any]) -> str:
-        params = {"id": job_id, "status": status}
+        params = {"id": job_id, "status": status, "started_at": results.get("started_at")}
         params.update({c: _param(c, results.get(c)) for c in self._result_columns})
         return (await self._one(conn, "finish", params))["job"]
 

@@ -43,11 +43,14 @@ RETURNING {job_json}::text AS job
 
 -- name: finish
 -- Completion, failure and cancellation: the job ends now, timed from when it started (or,
--- for clients that never report `processing`, from when it was recorded).
+-- for clients that never report `processing`, from when it was recorded). `started_at` is
+-- given by the monitor when a run ended before its start was written (ComfyUI's own time).
 UPDATE {table} j SET
     status                  = %(status)s,
+    started_at              = coalesce(j.started_at, %(started_at)s),
     completed_at            = now(),
-    processing_time_seconds = greatest(0, round(extract(epoch FROM now() - coalesce(j.started_at, j.created_at))))::integer,
+    processing_time_seconds = greatest(0, round(extract(epoch FROM
+                                  now() - coalesce(j.started_at, %(started_at)s, j.created_at))))::integer,
     progress                = CASE WHEN %(status)s = 'completed' THEN 100 ELSE j.progress END,
     {result_assignments}
 WHERE j.id = %(id)s
