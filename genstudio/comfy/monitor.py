@@ -363,6 +363,8 @@ class ServerMonitor:
     async def finish_from_history(self, tracked: Tracked, entry: dict[str, Any]) -> None:
         status = entry.get("status") or {}
         messages = {m[0]: m[1] for m in status.get("messages", []) if isinstance(m, list) and len(m) == 2}
+        if tracked.started_at is None and isinstance(messages.get("execution_start"), dict):
+            tracked.started_at = _utc(messages["execution_start"].get("timestamp"))
         if status.get("status_str") == "success" or (status.get("completed") and "execution_error" not in messages):
             await self.complete(tracked, entry.get("outputs") or {})
         elif "execution_interrupted" in messages:

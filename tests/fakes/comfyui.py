@@ -1261,6 +1261,11 @@ def node_create_video(fake: FakeComfyUI, inputs: dict) -> Video:
 
 
 @node_images_only
+def node_repeat_image_batch(fake: FakeComfyUI, inputs: dict) -> list[Image.Image]:
+    return as_images(inputs["image"]) * int(inputs.get("amount", 1))
+
+
+@node_images_only
 def node_string_concatenate(fake: FakeComfyUI, inputs: dict) -> str:
     return f"{inputs.get('string_a', '')}{inputs.get('delimiter', '')}{inputs.get('string_b', '')}"
 
@@ -1304,6 +1309,7 @@ NODES = {
     "ImageInvert": node_image_invert,
     "ImageBlur": node_image_blur,
     "CreateVideo": node_create_video,
+    "RepeatImageBatch": node_repeat_image_batch,
     "StringConcatenate": node_string_concatenate,
     "EmptyLatentImage": node_empty_latent,
     "VAEEncode": node_vae_encode,
