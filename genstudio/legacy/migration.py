@@ -130,11 +130,19 @@ class LegacyMigration:
         with conn:
             conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             conn.execute("SET timezone = 'UTC'")
-            if exclusive:
-                got = conn.execute("SELECT pg_try_advisory_lock(%s)", (inst.ADVISORY_LOCK_KEY,)).fetchone()[0]
-                if not got:
-                    raise LegacyError("another `genstudio legacy` command is changing this database; try again when it ends")
-            yield conn
+            if not exclusive:
+                yield conn
+                return
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (inst.ADVISORY_LOCK_KEY,)).fetchone()[0]
+            if not got:
+                raise LegacyError("another `genstudio legacy` command is changing this database; try again when it ends")
+            try:
+                yield conn
+            finally:
+                # Closing the connection frees the lock only once the server's backend has
+                # exited, which can be after the next command already asked for it: free it now.
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (inst.ADVISORY_LOCK_KEY,))
 
     @staticmethod
     def _retrying(conn: psycopg.Connection, work: Callable[[], T]) -> T:
