@@ -371,3 +371,50 @@ async def test_a_killed_worker_is_replaced_and_the_job_still_completes(db_url, t
     finally:
         if first.poll() is None:
             first.kill()
+
+
+async def test_the_watchdog_ends_a_job_that_makes_no_progress(studio_factory, fake_comfy) -> None:
+    fake_comfy.node_delays["ImageInvert"] = 8.0  # a node that says nothing for longer than allowed
+    studio = await studio_factory(fake_comfy.url, monitor_stall_seconds=1.0)
+    job_id = await studio.submit_run(fake_comfy, image_prompt())
+    row = await studio.wait_for(job_id, ("failed", "completed"), timeout=15)
+    assert row["status"] == "failed" and "no progress" in row["error_message"]
+    prompt_id = row["comfy_job_id"]
+    for _ in range(200):  # interrupted at the next node boundary
+        entry = httpx.get(f"{fake_comfy.url}/history/{prompt_id}").json().get(prompt_id)
+        if entry:
+            break
+        await asyncio.sleep(0.05)
+    assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_interrupted"
+
+
+async def test_one_process_leads_a_server_and_another_takes_over(db_url, tmp_path, fake_comfy) -> None:
+    """Two processes' monitors share one server: one follows it; when it stops, the other
+    takes over and finishes what was in flight."""
+    fake_comfy.node_delay = 0.3
+    settings = make_settings(tmp_path, **monitor_overrides(fake_comfy.url))
+    studio = Studio(db_url, None, settings)
+    db = Database(db_url, min_size=1, max_size=6)
+    await db.open()
+    stops = [asyncio.Event(), asyncio.Event()]
+    monitors = [ServerMonitor(fake_comfy.url, db, studio.storage, MonitorSettings.from_settings(settings), stop)
+                for stop in stops]
+    tasks = [asyncio.create_task(m.run()) for m in monitors]
+    try:
+        await asyncio.wait_for(asyncio.wait([asyncio.create_task(m.connected.wait()) for m in monitors],
+                                            return_when=asyncio.FIRST_COMPLETED), 10)
+        await asyncio.sleep(0.5)
+        assert sum(m.leading.is_set() for m in monitors) == 1
+        first = next(i for i, m in enumerate(monitors) if m.leading.is_set())
+        job_id = await studio.submit_run(fake_comfy, image_prompt())
+        await studio.wait_for(job_id, ("processing",))
+        stops[first].set()
+        await asyncio.wait_for(tasks[first], 10)
+        other = monitors[1 - first]
+        await asyncio.wait_for(other.connected.wait(), 10)
+        assert (await studio.wait_for(job_id, ("completed", "failed")))["status"] == "completed"
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await db.close()
