@@ -256,6 +256,21 @@ async def test_a_restarted_server_gives_never_started_runs_back_and_fails_runnin
     assert job["status"] == "pending" and job["comfy_url"] == ""
     assert fake_comfy.url in job["parameters"]["dispatch"]["reason"]
 
+    # Submitted again (as the dispatcher would), and forgotten again before it starts: only
+    # once goes a run back, so now it fails.
+    blocker = await studio.submit_run(fake_comfy, image_prompt())
+    with psycopg.connect(studio.db_url) as conn:
+        prompt = conn.execute("SELECT prompt FROM genstudio.workflow_runs WHERE job_id = %s", (waiting,)).fetchone()[0]
+        conn.execute("UPDATE genstudio.workflow_runs SET state = 'submitted', server_url = %s, submitted_at = now() "
+                     "WHERE job_id = %s", (fake_comfy.url, waiting))
+        conn.execute("UPDATE public.image_jobs SET comfy_url = %s WHERE id = %s", (fake_comfy.url, waiting))
+    async with httpx.AsyncClient(base_url=fake_comfy.url) as http:
+        await http.post("/prompt", json={"prompt": prompt, "client_id": CLIENT_ID, "prompt_id": job["comfy_job_id"]})
+    await studio.wait_for(blocker, ("processing",))
+    await asyncio.to_thread(fake_comfy.restart)
+    row = await studio.wait_for(waiting, ("failed",))
+    assert "before it ran" in row["error_message"] and fake_comfy.url in row["error_message"]
+
 
 async def test_a_client_recorded_job_is_completed_after_the_client_went_away(studio_factory, fake_comfy) -> None:
     """The guide's flow: the client posts to ComfyUI itself (its own client id), records the
@@ -305,7 +320,7 @@ async def test_completion_reported_twice_is_recorded_and_stored_once(db_url, tmp
         monitors = [ServerMonitor(fake_comfy.url, db, studio.storage, MonitorSettings.from_settings(settings), stop)
                     for _ in range(2)]
         row = {"comfy_job_id": prompt_id, "output_type": "image", "id": job_id, "workflow_name": "image-test",
-               "status": "pending", "is_run": True, "attempts": 1, "output_nodes": [], "progress": None}
+               "status": "pending", "is_run": True, "resubmitted": False, "output_nodes": [], "progress": None}
         views_before = fake_comfy.requests.count(("GET", "/view"))
         await asyncio.gather(*(m.complete(Tracked.from_row(row), outputs) for m in monitors))
         for m in monitors:

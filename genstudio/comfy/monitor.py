@@ -70,7 +70,7 @@ class Tracked:
     workflow_name: str
     status: str
     is_run: bool
-    attempts: int = 0
+    resubmitted: bool = False  # already given back to the dispatcher once
     output_nodes: list[str] | None = None
     node_count: int | None = None
     cached: set[str] = field(default_factory=set)
@@ -88,7 +88,7 @@ class Tracked:
     def from_row(cls, row: dict[str, Any]) -> Tracked:
         return cls(prompt_id=row["comfy_job_id"], output_type=row["output_type"], job_id=row["id"],
                    workflow_name=row["workflow_name"], status=row["status"], is_run=row["is_run"],
-                   attempts=row["attempts"], output_nodes=row["output_nodes"] or None,
+                   resubmitted=row["resubmitted"], output_nodes=row["output_nodes"] or None,
                    node_count=row.get("node_count") or None,
                    written_progress=row["progress"] if row["progress"] is not None else -1.0)
 
@@ -376,7 +376,7 @@ class ServerMonitor:
 
     async def lost(self, tracked: Tracked) -> None:
         """The server knows nothing of the prompt: it restarted (or someone deleted it there)."""
-        if tracked.is_run and tracked.status == "pending" and tracked.attempts <= 1:
+        if tracked.is_run and tracked.status == "pending" and not tracked.resubmitted:
             reason = f"ComfyUI server {self.url} lost the run before it started (restarted?); submitting it again"
             async with self.db.as_service() as conn:
                 requeued = await (await conn.execute(QUERIES["requeue_run"],

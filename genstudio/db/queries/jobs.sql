@@ -58,9 +58,12 @@ RETURNING {job_json}::text AS job
 
 -- name: back_to_dispatch
 -- A run its ComfyUI server forgot before it started goes back to the dispatcher: no server
--- yet, and the reason shown to the user in parameters.dispatch.
+-- yet, the reason shown to the user in parameters.dispatch, and parameters.resubmitted so
+-- that it goes back only once.
 UPDATE {table} j
-SET comfy_url = '', parameters = jsonb_set(coalesce(j.parameters, '{{}}'::jsonb), '{{dispatch}}', %(dispatch)s)
+SET comfy_url = '',
+    parameters = coalesce(j.parameters, '{{}}'::jsonb)
+                 || jsonb_build_object('dispatch', %(dispatch)s::jsonb, 'resubmitted', %(dispatch)s::jsonb)
 WHERE j.id = %(id)s AND j.status = 'pending'
 RETURNING {job_json}::text AS job
 

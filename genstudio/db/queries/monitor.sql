@@ -6,18 +6,19 @@
 -- name: followed_jobs
 -- Every job the monitor follows on one server, with its run row when genstudio submitted it.
 SELECT j.output_type, j.id, j.status, j.comfy_job_id, j.workflow_name, j.progress,
-       r.job_id IS NOT NULL AS is_run, coalesce(r.attempts, 0) AS attempts, r.output_nodes,
+       r.job_id IS NOT NULL AS is_run, coalesce(j.parameters ? 'resubmitted', false) AS resubmitted, r.output_nodes,
        (SELECT count(*) FROM jsonb_object_keys(r.prompt)) AS node_count,
        now() - coalesce(r.submitted_at, j.created_at) > make_interval(secs => %(grace_seconds)s) AS settled,
        j.status = 'processing' AND now() - j.updated_at > make_interval(secs => %(stall_seconds)s) AS stalled
 FROM (
-    SELECT 'video' AS output_type, id, status, comfy_job_id, comfy_url, workflow_name, progress, created_at, updated_at
+    SELECT 'video' AS output_type, id, status, comfy_job_id, comfy_url, workflow_name, progress, parameters,
+           created_at, updated_at
     FROM public.video_jobs WHERE status IN ('pending', 'processing') AND comfy_job_id IS NOT NULL
     UNION ALL
-    SELECT 'image', id, status, comfy_job_id, comfy_url, workflow_name, progress, created_at, updated_at
+    SELECT 'image', id, status, comfy_job_id, comfy_url, workflow_name, progress, parameters, created_at, updated_at
     FROM public.image_jobs WHERE status IN ('pending', 'processing') AND comfy_job_id IS NOT NULL
     UNION ALL
-    SELECT 'text', id, status, comfy_job_id, comfy_url, workflow_name, progress, created_at, updated_at
+    SELECT 'text', id, status, comfy_job_id, comfy_url, workflow_name, progress, parameters, created_at, updated_at
     FROM public.text_jobs WHERE status IN ('pending', 'processing') AND comfy_job_id IS NOT NULL
 ) j
 LEFT JOIN genstudio.workflow_runs r ON r.job_id = j.id
@@ -29,17 +30,17 @@ WHERE rtrim(j.comfy_url, '/') = %(server)s
 -- ended or not. The run's own server decides, because the job's comfy_url may not be
 -- committed yet when a fast prompt already reports.
 SELECT j.output_type, j.id, j.status, j.comfy_job_id, j.workflow_name, j.progress,
-       r.job_id IS NOT NULL AS is_run, coalesce(r.attempts, 0) AS attempts, r.output_nodes,
+       r.job_id IS NOT NULL AS is_run, coalesce(j.parameters ? 'resubmitted', false) AS resubmitted, r.output_nodes,
        (SELECT count(*) FROM jsonb_object_keys(r.prompt)) AS node_count,
        true AS settled, false AS stalled
 FROM (
-    SELECT 'video' AS output_type, id, status, comfy_job_id, comfy_url, workflow_name, progress
+    SELECT 'video' AS output_type, id, status, comfy_job_id, comfy_url, workflow_name, progress, parameters
     FROM public.video_jobs WHERE comfy_job_id = %(prompt_id)s
     UNION ALL
-    SELECT 'image', id, status, comfy_job_id, comfy_url, workflow_name, progress
+    SELECT 'image', id, status, comfy_job_id, comfy_url, workflow_name, progress, parameters
     FROM public.image_jobs WHERE comfy_job_id = %(prompt_id)s
     UNION ALL
-    SELECT 'text', id, status, comfy_job_id, comfy_url, workflow_name, progress
+    SELECT 'text', id, status, comfy_job_id, comfy_url, workflow_name, progress, parameters
     FROM public.text_jobs WHERE comfy_job_id = %(prompt_id)s
 ) j
 LEFT JOIN genstudio.workflow_runs r ON r.job_id = j.id
