@@ -10,7 +10,6 @@ genstudio's client id); jobs a client records itself go through `POST /api/image
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
