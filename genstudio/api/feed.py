@@ -32,6 +32,5 @@ async def feed(request: Request, claims: Claims, limit: Limit = 50, cursor: Curs
                workflow_name: WorkflowFilter = None, status: StatusFilter = None) -> Response:
     query = FeedQuery(limit=limit, cursor=decode_cursor(cursor), workflow_name=workflow_name, status=status,
                       scope=scope, types=parse_types(types))
-    async with request.app.state.db.as_user(claims) as conn:
-        page = await read_feed(conn, query)
+    page = await read_feed(request.app.state.db.per_statement_as_user(claims, page_read=True), query)
     return json_response(page_envelope("items", page))

@@ -2,6 +2,9 @@
 
 Handlers are thin: they open the caller's transaction (row-level security applies inside it),
 ask the `JobService`, and send the JSON PostgreSQL rendered, wrapped in the guide's envelope.
+A request that is one statement runs it `per_statement_as_user`: its own transaction, one
+round trip. (`create` and `delete` may follow a statement that wrote nothing with a look-up
+that explains why; under READ COMMITTED that sees what it would see inside one transaction.)
 """
 
 # No `from __future__ import annotations`: FastAPI must see the generated payload classes as
@@ -10,14 +13,14 @@ ask the `JobService`, and send the JSON PostgreSQL rendered, wrapped in the guid
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from genstudio.api.caller import caller_claims
 from genstudio.api.errors import ERROR_RESPONSES
 from genstudio.jobs.cursor import Cursor
 from genstudio.jobs.models import MODELS, Status
 from genstudio.jobs.output_types import OutputType
-from genstudio.jobs.service import JobService, Page, PageQuery
+from genstudio.jobs.service import ESTIMATED_COUNT_CAP, CountMethod, JobService, Page, PageQuery
 
 Claims = Annotated[dict[str, Any], Depends(caller_claims)]
 JobId = Annotated[uuid.UUID, Path(description="The job's id.")]
@@ -26,6 +29,22 @@ Scope = Annotated[Literal["mine", "all"], Query(description="`mine`: your jobs; 
 CursorParam = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")]
 WorkflowFilter = Annotated[str | None, Query(max_length=200)]
 StatusFilter = Annotated[Status | None, Query()]
+Prefer = Annotated[str | None, Header(
+    max_length=500,
+    description="`count=exact` counts every matching job for `total_count`; `count=planned` gives the "
+                "planner's estimate; `count=estimated` (the default) counts exactly up to "
+                f"{ESTIMATED_COUNT_CAP:,} and estimates beyond. As PostgREST's `Prefer: count=...`.")]
+COUNT_METHODS: tuple[CountMethod, ...] = ("exact", "planned", "estimated")
+
+
+def preferred_count(prefer: str | None) -> CountMethod | None:
+    """The `count=` preference of a `Prefer` header (RFC 7240), if it names a known method;
+    other preferences are ignored, as the RFC asks."""
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "count" and value.strip().lower() in COUNT_METHODS:
+            return value.strip().lower()  # type: ignore[return-value]
+    return None
 
 
 def json_response(body: bytes, status_code: int = 200) -> Response:
@@ -60,8 +79,7 @@ def job_router(t: OutputType) -> APIRouter:
                  responses={201: one, 200: {**one, "description": "This comfy_job_id was already recorded by you"},
                             409: {"description": "This comfy_job_id belongs to another user's job"}})
     async def create(payload: models.create, request: Request, claims: Claims) -> Response:
-        async with request.app.state.db.as_user(claims) as conn:
-            job, created = await service.create(conn, payload)
+        job, created = await service.create(request.app.state.db.per_statement_as_user(claims), payload)
         return json_response(envelope(t.item_key, job), 201 if created else 200)
 
     @router.get("", summary=f"List {t.name} jobs, newest first",
@@ -69,24 +87,25 @@ def job_router(t: OutputType) -> APIRouter:
     async def list_jobs(request: Request, claims: Claims, limit: Limit = 50,
                         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
                         cursor: CursorParam = None, workflow_name: WorkflowFilter = None,
-                        status: StatusFilter = None, scope: Scope = "mine") -> Response:
-        query = PageQuery(limit, offset, decode_cursor(cursor), workflow_name, status, scope)
-        async with request.app.state.db.as_user(claims) as conn:
-            page = await service.list(conn, query)
-        return json_response(page_envelope(t.list_key, page))
+                        status: StatusFilter = None, scope: Scope = "mine", prefer: Prefer = None) -> Response:
+        count = preferred_count(prefer)
+        query = PageQuery(limit, offset, decode_cursor(cursor), workflow_name, status, scope, count or "estimated")
+        page = await service.list(request.app.state.db.per_statement_as_user(claims, page_read=True), query)
+        response = json_response(page_envelope(t.list_key, page))
+        if count:
+            response.headers["Preference-Applied"] = f"count={count}"
+        return response
 
     @router.get("/by-comfy-id/{comfy_job_id}", summary=f"A {t.name} job by its ComfyUI prompt id",
                 responses={200: one})
     async def get_by_comfy_id(request: Request, claims: Claims,
                               comfy_job_id: Annotated[str, Path(max_length=200)]) -> Response:
-        async with request.app.state.db.as_user(claims) as conn:
-            job = await service.get_by_comfy_id(conn, comfy_job_id)
+        job = await service.get_by_comfy_id(request.app.state.db.per_statement_as_user(claims), comfy_job_id)
         return json_response(envelope(t.item_key, job))
 
     @router.get("/{job_id}", summary=f"One {t.name} job", responses={200: one})
     async def get(request: Request, claims: Claims, job_id: JobId) -> Response:
-        async with request.app.state.db.as_user(claims) as conn:
-            job = await service.get(conn, job_id)
+        job = await service.get(request.app.state.db.per_statement_as_user(claims), job_id)
         return json_response(envelope(t.item_key, job))
 
     @router.put("/{job_id}", summary=f"Report a {t.name} job's progress, or change its visibility",
@@ -114,8 +133,7 @@ def job_router(t: OutputType) -> APIRouter:
     @router.delete("/{job_id}", summary=f"Delete a {t.name} job",
                    responses={200: {"description": "Deleted"}, 403: {"description": "Not your job"}})
     async def delete(request: Request, claims: Claims, job_id: JobId) -> Response:
-        async with request.app.state.db.as_user(claims) as conn:
-            await service.delete(conn, job_id)
+        await service.delete(request.app.state.db.per_statement_as_user(claims), job_id)
         return json_response(b'{"success":true,"deleted":"' + str(job_id).encode() + b'"}')
 
     return router

@@ -4,6 +4,10 @@ A user request runs in one transaction as role `authenticated`, with the caller'
 claims set transaction-locally in `request.jwt.claims`, exactly as Supabase's PostgREST does;
 row-level security is then enforced by PostgreSQL itself. Background work runs as
 `service_role`, which bypasses RLS.
+
+Round trips cost the server more than the statements of a typical request, so requests go out
+as pipelines: a transaction's BEGIN and claims travel with its first statement, and a request
+that is one statement (`per_statement_as_user`) is one round trip in all.
 """
 
 from __future__ import annotations
@@ -14,11 +18,53 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-# One round trip sets both; `set_config(..., true)` is `SET LOCAL`, undone at commit/rollback.
-_SET_REQUEST_CONTEXT = "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
+# One statement sets both; `set_config(..., true)` is `SET LOCAL`, undone at commit/rollback.
+SET_REQUEST_CONTEXT = "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true)"
+
+# Page reads (lists and the feed) are written so that each part is read from an index in the
+# page's order and stops after a page's worth (db/queries/feed.sql). These settings make that
+# plan certain instead of a matter of statistics: right after a bulk load, before anything is
+# analysed, the planner's guesses otherwise make sorting all of a user's rows look cheaper.
+# (They only rule a plan out where an index plan exists; the small sorts of a page's
+# candidates remain.)
+SET_PAGE_READ_CONTEXT = (
+    "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true), "
+    "set_config('enable_sort', 'off', true), set_config('enable_seqscan', 'off', true), "
+    "set_config('enable_bitmapscan', 'off', true)"
+)
+
+
+def request_batches(context: str, statements: list[str]) -> list[list[str]]:
+    """The round trips of one request, as this module sends them: each inner list goes to the
+    server in one batch. (For benchmarks that replay a request elsewhere.)"""
+    if len(statements) == 1:
+        return [[context, statements[0]]]  # per_statement_as_user
+    first, *rest = statements
+    return [["BEGIN", context, first], *([s] for s in rest), ["COMMIT"]]  # as_user
+
+
+class StatementsAsUser:
+    """Runs each statement in a transaction of its own as the caller, in one round trip.
+
+    The claims and the statement are sent as one pipeline ending in a single Sync. PostgreSQL
+    runs everything up to a Sync as one implicit transaction, so the transaction-local claims
+    apply to the statement alone, and a failing statement commits nothing."""
+
+    def __init__(self, pool: AsyncConnectionPool, role: str, claims_json: str, context_statement: str):
+        self._pool = pool
+        self._context = {"role": role, "claims": claims_json}
+        self._context_statement = context_statement
+
+    async def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> psycopg.AsyncCursor:
+        async with self._pool.connection() as conn:
+            async with conn.pipeline():
+                await conn.execute(self._context_statement, self._context)
+                cursor = await conn.execute(statement, params)
+            return cursor  # its rows arrived with the Sync that ended the pipeline
 
 
 class Database:
@@ -40,10 +86,36 @@ class Database:
 
     @asynccontextmanager
     async def as_user(self, claims: Mapping[str, Any]) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A transaction in which PostgreSQL sees the caller as Supabase would."""
-        role = "anon" if claims.get("role") == "anon" else "authenticated"
-        async with self._transaction(role, claims) as conn:
-            yield conn
+        """A transaction in which PostgreSQL sees the caller as Supabase would.
+
+        It runs in pipeline mode: BEGIN and the claims are queued and reach the server with
+        the first statement whose rows the caller fetches, and COMMIT travels with the final
+        Sync. (psycopg's own `transaction()` would add round trips here; no COPY or named
+        cursors inside.)"""
+        context = {"role": _role(claims), "claims": json.dumps(dict(claims))}
+        async with self.pool.connection() as conn:
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    await conn.execute(SET_REQUEST_CONTEXT, context)
+                    try:
+                        yield conn
+                    except psycopg.Error:
+                        raise  # the server aborted the transaction; it is rolled back below
+                    except BaseException:
+                        await conn.execute("ROLLBACK")
+                        raise
+                    await conn.execute("COMMIT")
+            finally:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.rollback()
+
+    def per_statement_as_user(self, claims: Mapping[str, Any], *, page_read: bool = False) -> StatementsAsUser:
+        """For a request that is a single statement (or whose further statements only read
+        after a first that wrote nothing): each statement its own transaction as the caller.
+        `page_read`: a list or feed page (see SET_PAGE_READ_CONTEXT)."""
+        context = SET_PAGE_READ_CONTEXT if page_read else SET_REQUEST_CONTEXT
+        return StatementsAsUser(self.pool, _role(claims), json.dumps(dict(claims)), context)
 
     @asynccontextmanager
     async def as_service(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -60,5 +132,9 @@ class Database:
     @asynccontextmanager
     async def _transaction(self, role: str, claims: Mapping[str, Any]) -> AsyncIterator[psycopg.AsyncConnection]:
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_SET_REQUEST_CONTEXT, (role, json.dumps(dict(claims))))
+            await conn.execute(SET_REQUEST_CONTEXT, {"role": role, "claims": json.dumps(dict(claims))})
             yield conn
+
+
+def _role(claims: Mapping[str, Any]) -> str:
+    return "anon" if claims.get("role") == "anon" else "authenticated"

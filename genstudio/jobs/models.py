@@ -162,7 +162,9 @@ def _models(t: OutputType) -> JobModels:
         f"{prefix}JobListResponse",
         success=(bool, True),
         **{t.list_key: (list[job], ...)},
-        total_count=(int, ...),
+        total_count=(int, Field(..., description=(
+            "Jobs matching the filters: exact up to 1,000, the planner's estimate beyond, unless the request "
+            "says `Prefer: count=exact` (or `planned`)."))),
         next_cursor=(str | None, Field(None, description="Pass as `cursor` for the next page; null on the last.")),
     )
     return JobModels(job, _create_model(t, prefix), _update_model(prefix), _complete_model(t, prefix),

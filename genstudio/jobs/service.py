@@ -8,7 +8,7 @@ decides what exists: a job the caller may not see is simply not found. Statement
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, Literal
 
@@ -56,19 +56,27 @@ def json_object(t: OutputType, alias: str = "j", tag: str | None = None) -> sql.
     return sql.SQL("json_build_object({})").format(sql.SQL(", ").join(pairs))
 
 
-def filter_clause(scope: Scope, *, workflow: bool, status: bool, cursor: bool) -> sql.Composable:
-    """The WHERE clause for a list or feed page, from the `filter_*` fragments of jobs.sql.
+# A caller's jobs, and (for `all`) the shared and ownerless jobs too: the visibility streams
+# of queries/jobs.sql. Row-level security still decides every row; the streams only give
+# each part of what a caller may see its own index in feed order.
+STREAMS: dict[Scope, tuple[str, ...]] = {"mine": ("stream_mine",), "all": ("stream_mine", "stream_public")}
 
-    `all` adds no condition: row-level security already limits the rows to those the caller
-    may see (own, shared, ownerless)."""
-    parts = [QUERIES["filter_mine"] if scope == "mine" else QUERIES["filter_all"]]
-    if workflow:
-        parts.append(QUERIES["filter_workflow"])
-    if status:
-        parts.append(QUERIES["filter_status"])
-    if cursor:
-        parts.append(QUERIES["filter_before_cursor"])
-    return sql.SQL(" AND ").join(sql.SQL(p) for p in parts)
+# `Prefer: count=...`, as PostgREST spells it. `estimated` (the default) counts exactly up to
+# ESTIMATED_COUNT_CAP matching rows and gives the planner's estimate beyond: the guide's
+# `total_count` stays, without a full count per page of a large table.
+CountMethod = Literal["exact", "planned", "estimated"]
+ESTIMATED_COUNT_CAP = 1000
+
+
+def filter_clause(*, workflow: bool, status: bool, cursor: bool) -> sql.Composable:
+    """The filters of a list or feed page, from the `filter_*` fragments of jobs.sql."""
+    parts = [QUERIES[name] for name, wanted in (("filter_workflow", workflow), ("filter_status", status),
+                                                 ("filter_before_cursor", cursor)) if wanted]
+    return sql.SQL(" AND ").join(sql.SQL(p) for p in parts or [QUERIES["filter_none"]])
+
+
+def stream(name: str) -> sql.Composable:
+    return sql.SQL(QUERIES[name])
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class PageQuery:
     workflow_name: str | None = None
     status: str | None = None
     scope: Scope = "mine"
+    count: CountMethod = "estimated"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -88,6 +97,7 @@ class PageQuery:
             "status": self.status,
             "cursor_created_at": self.cursor.created_at if self.cursor else None,
             "cursor_id": self.cursor.id if self.cursor else None,
+            "count_cap": None if self.count == "exact" else ESTIMATED_COUNT_CAP,
         }
 
     def filter_key(self) -> tuple[Scope, bool, bool, bool]:
@@ -138,16 +148,54 @@ class JobService:
         }
 
     @cache
-    def _list_sql(self, key: tuple[Scope, bool, bool, bool]) -> str:
+    def _list_sql(self, key: tuple[Scope, bool, bool, bool], counted: bool) -> str:
         scope, workflow, status, cursor = key
-        return sql.SQL(QUERIES["list"]).format(
-            page_filters=filter_clause(scope, workflow=workflow, status=status, cursor=cursor),
-            count_filters=filter_clause(scope, workflow=workflow, status=status, cursor=False),
-            **self._fields,
+        table = self._fields["table"]
+        filters = filter_clause(workflow=workflow, status=status, cursor=cursor)
+        count_filters = filter_clause(workflow=workflow, status=status, cursor=False)
+        streams = sql.SQL("\nUNION\n").join(
+            sql.SQL(QUERIES["list_stream"]).format(table=table, stream=stream(s), filters=filters)
+            for s in STREAMS[scope])
+        total_count = sql.SQL("NULL::bigint")
+        if counted:
+            count_streams = sql.SQL("\nUNION\n").join(
+                sql.SQL(QUERIES["count_stream"]).format(table=table, stream=stream(s), filters=count_filters)
+                for s in STREAMS[scope])
+            total_count = sql.SQL(QUERIES["count_matching"]).format(count_streams=count_streams)
+        return sql.SQL(QUERIES["list"]).format(streams=streams, total_count=total_count, **self._fields).as_string()
+
+    @cache
+    def _plan_count_sql(self, key: tuple[Scope, bool, bool, bool]) -> str:
+        scope, workflow, status, _ = key
+        return sql.SQL(QUERIES["plan_count"]).format(
+            table=self._fields["table"],
+            scope=stream("stream_mine" if scope == "mine" else "filter_none"),
+            filters=filter_clause(workflow=workflow, status=status, cursor=False),
         ).as_string()
+
+    # The statements with their parameters, as the methods below run them (benchmarks replay
+    # them under pgbench).
+    def statement(self, name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return self._sql[name], params
+
+    def list_statement(self, query: PageQuery) -> tuple[str, dict[str, Any]]:
+        return self._list_sql(query.filter_key(), query.count != "planned"), query.params()
+
+    def insert_statement(self, payload: BaseModel) -> tuple[str, dict[str, Any]]:
+        values = payload.model_dump()
+        return self._sql["insert"], {c: _param(c, values.get(c)) for c in self._create_columns}
+
+    def finish_statement(self, job_id: Any, status: str, results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        params = {"id": job_id, "status": status, "started_at": results.get("started_at")}
+        params.update({c: _param(c, results.get(c)) for c in self._result_columns})
+        return self._sql["finish"], params
 
     async def _one(self, conn: psycopg.AsyncConnection, name: str, params: dict[str, Any]) -> dict | None:
         cur = await conn.execute(self._sql[name], params)
+        return await cur.fetchone()
+
+    async def _run(self, conn: psycopg.AsyncConnection, statement: tuple[str, dict[str, Any]]) -> dict | None:
+        cur = await conn.execute(*statement)
         return await cur.fetchone()
 
     def _not_found(self, job_id: Any) -> JobNotFound:
@@ -158,14 +206,13 @@ class JobService:
 
         Recording a `comfy_job_id` the caller already recorded returns that job unchanged, so
         a client may retry a create whose answer it lost."""
-        values = payload.model_dump()
-        params = {c: _param(c, values.get(c)) for c in self._create_columns}
-        row = await self._one(conn, "insert", params)
+        row = await self._run(conn, self.insert_statement(payload))
         if row is not None:
             return row["job"], True
-        own = await self._one(conn, "get_own_by_comfy_id", {"comfy_job_id": values["comfy_job_id"]})
+        comfy_job_id = payload.comfy_job_id
+        own = await self._one(conn, "get_own_by_comfy_id", {"comfy_job_id": comfy_job_id})
         if own is None:
-            raise ComfyJobIdTaken(f"comfy_job_id {values['comfy_job_id']!r} is already recorded by another user's job")
+            raise ComfyJobIdTaken(f"comfy_job_id {comfy_job_id!r} is already recorded by another user's job")
         return own["job"], False
 
     async def get(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> str:
@@ -181,8 +228,14 @@ class JobService:
         return row["job"]
 
     async def list(self, conn: psycopg.AsyncConnection, query: PageQuery) -> Page:
-        cur = await conn.execute(self._list_sql(query.filter_key()), query.params())
-        return page_from_row(await cur.fetchone())
+        page = page_from_row(await self._run(conn, self.list_statement(query)))
+        if query.count == "planned" or (query.count == "estimated" and page.total_count > ESTIMATED_COUNT_CAP):
+            plan = await self._run(conn, (self._plan_count_sql(query.filter_key()), query.params()))
+            planned = int(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"])
+            # `estimated` knows there are more than the cap, whatever the planner guesses.
+            total = planned if query.count == "planned" else max(planned, ESTIMATED_COUNT_CAP + 1)
+            page = replace(page, total_count=total)
+        return page
 
     async def _lock_own(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> dict[str, Any]:
         row = await self._one(conn, "lock_own", {"id": job_id})
@@ -269,9 +322,7 @@ class JobService:
 
     async def _finish(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, status: str,
                       results: dict[str, Any]) -> str:
-        params = {"id": job_id, "status": status, "started_at": results.get("started_at")}
-        params.update({c: _param(c, results.get(c)) for c in self._result_columns})
-        return (await self._one(conn, "finish", params))["job"]
+        return (await self._run(conn, self.finish_statement(job_id, status, results)))["job"]
 
     async def delete(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> None:
         if await self._one(conn, "delete", {"id": job_id}) is None:

@@ -1,30 +1,42 @@
--- The unified feed: the newest jobs of all three tables in one statement. Each branch reads
--- at most limit + 1 rows from its table through the (created_at DESC, id DESC) indexes, and
--- PostgreSQL merges them, cuts the page and renders it as JSON. `{branches}` is
--- `feed_branch` once per requested type, joined with UNION ALL; `{filters}` are the
--- `filter_*` fragments of jobs.sql.
+-- The unified feed: the newest jobs of all three tables in one statement.
+--
+-- The page is cut on keys before anything is rendered, and every key comes from an index
+-- read in its own order, so the plan does not depend on statistics: `{streams}` is one
+-- `feed_stream` per requested type and visibility stream (see jobs.sql: `stream_*`), joined
+-- with UNION, each reading at most limit + 1 entries of the index that matches its WHERE and
+-- ORDER BY. UNION drops a job two streams both found (your own shared job). Only the page's
+-- rows are then fetched by primary key and rendered as JSON; `{render}` is one
+-- `feed_render` per requested type, joined with UNION ALL. `{filters}` are the `filter_*`
+-- fragments of jobs.sql.
 
 -- name: feed
 WITH page AS (
-    SELECT * FROM ({branches}) AS b
+    SELECT type, created_at, id FROM ({streams}) AS candidates
     ORDER BY created_at DESC, id DESC
     LIMIT %(limit)s + 1
 ), shown AS (
     SELECT * FROM page ORDER BY created_at DESC, id DESC LIMIT %(limit)s
 ), oldest AS (
     SELECT created_at, id FROM shown ORDER BY created_at, id LIMIT 1
+), items AS (
+    {render}
 )
 SELECT
-    (SELECT coalesce(json_agg(item ORDER BY created_at DESC, id DESC), '[]')::text FROM shown) AS items,
+    (SELECT coalesce(json_agg(item ORDER BY created_at DESC, id DESC), '[]')::text FROM items) AS items,
     (SELECT count(*) FROM page) > %(limit)s AS has_more,
     (SELECT created_at FROM oldest) AS last_created_at,
     (SELECT id FROM oldest) AS last_id
 
--- name: feed_branch
+-- name: feed_stream
 (
-    SELECT j.created_at, j.id, {item_json} AS item
+    SELECT {type} AS type, j.created_at, j.id
     FROM {table} j
-    WHERE {filters}
+    WHERE {stream} AND {filters}
     ORDER BY j.created_at DESC, j.id DESC
     LIMIT %(limit)s + 1
 )
+
+-- name: feed_render
+SELECT s.created_at, s.id, {item_json} AS item
+FROM shown s JOIN {table} j ON j.id = s.id
+WHERE s.type = {type}

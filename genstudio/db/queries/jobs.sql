@@ -3,6 +3,21 @@
 -- everything a caller sends is a bound parameter. Every statement runs inside the caller's
 -- transaction as role `authenticated`, so row-level security decides which rows exist.
 
+-- The fragments `count_*`, `stream_*` and `filter_*` are spliced into the statements and
+-- carry no comments of their own (a trailing comment would swallow what follows them):
+--
+-- total_count (`count_matching`, one `count_stream` per visibility stream, joined with
+-- UNION): each stream stops after count_cap + 1 rows, so the count exceeds count_cap
+-- exactly when the true count does; a NULL cap counts every row.
+--
+-- Visibility streams: which rows a caller sees is row-level security's decision; the streams
+-- only split that set into parts that each have an index in feed order, so that a page never
+-- reads more than a few pages' worth of index entries however few of a table's rows the
+-- caller may see. `stream_mine` uses idx_<table>_user_feed (or, with a workflow filter,
+-- idx_<table>_user_workflow_feed); `stream_public` (shared and ownerless jobs) uses the
+-- partial index idx_<table>_public_feed (or idx_<table>_public_workflow_feed). A status
+-- filter reads the stream's index and drops the other statuses: a few of them at most.
+
 -- name: insert
 -- A comfy_job_id already recorded (by anyone) inserts nothing and returns no row; the
 -- service then tells the caller's own earlier job from somebody else's.
@@ -75,13 +90,13 @@ SELECT pg_notify('genstudio_job_cancelled', %(payload)s)
 DELETE FROM {table} j WHERE j.id = %(id)s RETURNING j.id
 
 -- name: list
--- One page, newest first, plus one row more to know whether another page follows. The
--- filters are the `filter_*` fragments below, joined with AND.
+-- One page, newest first, plus one row more to know whether another page follows. As in
+-- the feed (feed.sql), the page is cut on keys that the streams (one `list_stream` per
+-- visibility stream, joined with UNION) read from indexes in index order, and only the
+-- page's rows are fetched and rendered. The total count is `count_matching` (below) or NULL.
 WITH page AS (
-    SELECT j.created_at, j.id, {job_json} AS job
-    FROM {table} j
-    WHERE {page_filters}
-    ORDER BY j.created_at DESC, j.id DESC
+    SELECT created_at, id FROM ({streams}) AS candidates
+    ORDER BY created_at DESC, id DESC
     LIMIT %(limit)s + 1 OFFSET %(offset)s
 ), shown AS (
     SELECT * FROM page ORDER BY created_at DESC, id DESC LIMIT %(limit)s
@@ -89,17 +104,40 @@ WITH page AS (
     SELECT created_at, id FROM shown ORDER BY created_at, id LIMIT 1
 )
 SELECT
-    (SELECT coalesce(json_agg(job ORDER BY created_at DESC, id DESC), '[]')::text FROM shown) AS items,
+    (SELECT coalesce(json_agg({job_json} ORDER BY s.created_at DESC, s.id DESC), '[]')::text
+     FROM shown s JOIN {table} j ON j.id = s.id) AS items,
     (SELECT count(*) FROM page) > %(limit)s AS has_more,
     (SELECT created_at FROM oldest) AS last_created_at,
     (SELECT id FROM oldest) AS last_id,
-    (SELECT count(*) FROM {table} j WHERE {count_filters}) AS total_count
+    {total_count} AS total_count
 
--- name: filter_all
-TRUE
+-- name: list_stream
+(
+    SELECT j.created_at, j.id
+    FROM {table} j
+    WHERE {stream} AND {filters}
+    ORDER BY j.created_at DESC, j.id DESC
+    LIMIT %(limit)s + %(offset)s + 1
+)
 
--- name: filter_mine
+-- name: plan_count
+-- The planner's estimate of the matching rows (the `planned` count), read from EXPLAIN.
+EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} j WHERE {scope} AND {filters}
+
+-- name: count_matching
+(SELECT count(*) FROM ({count_streams}) AS matching)
+
+-- name: count_stream
+(SELECT j.id FROM {table} j WHERE {stream} AND {filters} ORDER BY j.created_at DESC, j.id DESC LIMIT %(count_cap)s + 1)
+
+-- name: stream_mine
 j.user_id = (SELECT auth.uid())
+
+-- name: stream_public
+(j.visibility = 'shared' OR j.user_id IS NULL)
+
+-- name: filter_none
+TRUE
 
 -- name: filter_workflow
 j.workflow_name = %(workflow_name)s
