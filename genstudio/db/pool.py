@@ -26,15 +26,16 @@ from psycopg_pool import AsyncConnectionPool
 SET_REQUEST_CONTEXT = "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true)"
 
 # Page reads (lists and the feed) are written so that each part is read from an index in the
-# page's order and stops after a page's worth (db/queries/feed.sql). These settings make that
-# plan certain instead of a matter of statistics: right after a bulk load, before anything is
-# analysed, the planner's guesses otherwise make sorting all of a user's rows look cheaper.
-# (They only rule a plan out where an index plan exists; the small sorts of a page's
-# candidates remain.)
+# page's order and stops after a page's worth (db/queries/feed.sql). The `enable_*` settings
+# make that plan certain instead of a matter of statistics: right after a bulk load, before
+# anything is analysed, the planner's guesses otherwise make sorting all of a user's rows look
+# cheaper. (They only rule a plan out where an index plan exists; the small sorts of a page's
+# candidates remain.) The plan being the same for any parameters, a prepared statement may
+# keep its generic plan instead of planning these long statements again on every execution.
 SET_PAGE_READ_CONTEXT = (
     "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true), "
     "set_config('enable_sort', 'off', true), set_config('enable_seqscan', 'off', true), "
-    "set_config('enable_bitmapscan', 'off', true)"
+    "set_config('enable_bitmapscan', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)"
 )
 
 
