@@ -232,16 +232,22 @@ def pgbench_statement(statement: str, params: dict[str, Any], variables: dict[st
     return _PLACEHOLDER.sub(replace, statement)
 
 
-def pgbench_script(endpoint: Endpoint, claims: dict) -> tuple[str, dict[str, str]]:
+def pgbench_script(endpoint: Endpoint, claims: dict, *, one_statement_per_round_trip: bool = False
+                   ) -> tuple[str, dict[str, str]]:
     """The endpoint's transaction as pgbench commands, batched into round trips exactly as
-    `Database.as_user` sends them (genstudio.db.pool.request_batches)."""
+    genstudio.db.pool sends them (`request_batches`); or, with `one_statement_per_round_trip`,
+    as BEGIN, role and claims, the statements, COMMIT, each waited for (how the issue first
+    measured the baseline, and how the API sent it before it pipelined)."""
     variables: dict[str, str] = {"claims": json.dumps(claims)}
     context = pgbench_statement(endpoint.context, {"role": "authenticated", "claims": "x"}, {}, "")
     statements = [pgbench_statement(s, p, variables, f"s{i}_") for i, (s, p) in enumerate(endpoint.statements)]
     lines = []
     if endpoint.per_request_job:
         lines += ["\\set i :i + 1", "\\set job :base + :client_id * :slots + :i"]
-    for batch in request_batches(context, statements):
+    batches = request_batches(context, statements)
+    if one_statement_per_round_trip:
+        batches = [[s] for s in ["BEGIN", context, *statements, "COMMIT"]]
+    for batch in batches:
         pipelined = len(batch) > 1
         if pipelined:
             lines.append("\\startpipeline")
@@ -473,6 +479,7 @@ class CpuMeter:
 class Pair:
     api: list[float] = field(default_factory=list)  # requests/s
     pgbench: list[float] = field(default_factory=list)  # transactions/s
+    pgbench_per_statement: list[float] = field(default_factory=list)  # tps, one round trip per statement
     api_cpu: list[float] = field(default_factory=list)  # CPU µs per request, everything included
     pgbench_cpu: list[float] = field(default_factory=list)  # CPU µs per transaction
 
@@ -511,6 +518,11 @@ def throughput(conninfo: str, port: int, user_id: uuid.UUID, token: str, args: a
                 before = meter.sample()
                 tps, transactions = run_pgbench(pgbench, conninfo, script, variables, args.seconds, workdir)
                 pgbench_cpu = CpuMeter.spent(before, meter.sample()) / transactions * 1e6
+                classic_script, classic_variables = pgbench_script(endpoint, claims, one_statement_per_round_trip=True)
+                if endpoint.per_request_job:
+                    classic_variables.update(i=str(slots // 2), base=str(base_pgbench), slots=str(slots))
+                classic_tps, _ = run_pgbench(pgbench, conninfo, classic_script, classic_variables, args.seconds / 2,
+                                             workdir)
                 profile = None
                 if args.profile and round_ == 0:
                     profile = start_profile(server, Path(args.profile) / f"{endpoint.name}.txt", args.seconds)
@@ -528,11 +540,13 @@ def throughput(conninfo: str, port: int, user_id: uuid.UUID, token: str, args: a
                 pair = table[endpoint.name]
                 pair.api.append(rate)
                 pair.pgbench.append(tps)
+                pair.pgbench_per_statement.append(classic_tps)
                 pair.api_cpu.append(api_cpu)
                 pair.pgbench_cpu.append(pgbench_cpu)
                 print(f"  round {round_ + 1} {endpoint.name:<8} API {rate:7.0f}/s {api_cpu:6.0f} µs CPU/request   "
                       f"pgbench {tps:7.0f} tps {pgbench_cpu:6.0f} µs CPU/transaction   ratio {rate / tps:.2f}, "
-                      f"by CPU {pgbench_cpu / api_cpu:.2f}", flush=True)
+                      f"by CPU {pgbench_cpu / api_cpu:.2f}; pgbench a round trip per statement {classic_tps:7.0f} tps",
+                      flush=True)
     return table
 
 
@@ -723,6 +737,12 @@ def run(admin: str, names: list[str], args: argparse.Namespace) -> None:
                   f"   pgbench {statistics.median(pair.pgbench):6.0f}/s {statistics.median(pair.pgbench_cpu):5.0f} µs"
                   f"   ratio {ratio:4.2f} [{min(pair.ratios):.2f}-{max(pair.ratios):.2f}]"
                   f"   by CPU {cpu_ratio:4.2f} [{min(pair.cpu_ratios):.2f}-{max(pair.cpu_ratios):.2f}]{verdict}")
+        print("    beside pgbench sending one statement per round trip (BEGIN, role and claims, statement, COMMIT):")
+        for name, pair in table.items():
+            if pair.api:
+                classic = [a / c for a, c in zip(pair.api, pair.pgbench_per_statement)]
+                print(f"    {name:<9} pgbench {statistics.median(pair.pgbench_per_statement):6.0f}/s   "
+                      f"ratio {statistics.median(classic):4.2f} [{min(classic):.2f}-{max(classic):.2f}]")
     print(f"(b) depth {depth:,} / first page, the statement alone (median of {args.repeat}); entries = rows the scans read")
     for studio, row in depth_table:
         print(f"    {studio:<6} {row.label:<37} first {row.first.median_ms:7.2f} ms ({row.first.entries:>6} entries)"
