@@ -284,9 +284,10 @@ function setupRun() {
     if (Array.isArray(detailed)) detailed.forEach((e) => { placed = setFieldError(e.field || e.name || e.parameter, e.message || e.error) || placed; });
     else if (detailed) Object.entries(detailed).forEach(([k, v]) => { placed = setFieldError(k, String(v)) || placed; });
     if (!placed) {
-      // "parameters.strength: 1.5 is greater than the maximum of 1; parameters.prompt: is required"
+      // "parameters.strength: 1.5 is greater than the maximum of 1; parameters.prompt: is required",
+      // "input file image: the content is not an image…"
       message.split(/;\s+/).forEach((part) => {
-        const named = part.match(/^(?:parameters\.)?([A-Za-z][\w]*)\s*:\s*(.*)$/);
+        const named = part.match(/^(?:parameters\.|input file\s+)?([A-Za-z][\w]*)\s*:\s*(.*)$/);
         const quoted = part.match(/['"`]([A-Za-z][\w]*)['"`]/);
         const name = (named && fieldOf(named[1]) && named[1]) || (quoted && fieldOf(quoted[1]) && quoted[1]);
         if (name) placed = setFieldError(name, named && named[1] === name ? named[2] : part) || placed;
