@@ -393,10 +393,15 @@ function setupJob() {
     const time = document.createElement("time");
     time.dateTime = at;
     time.textContent = new Date(at).toLocaleString();
-    const changes = event.changes && typeof event.changes === "object"
-      ? Object.entries(event.changes).filter(([k]) => k !== "updated_at").map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ")
-      : "";
-    item.append(time, document.createTextNode(kind + (changes ? ` (${changes})` : "")));
+    // What changed, briefly: timestamps are in Timings, long values are cut.
+    const shown = Object.entries(event.changes || {}).filter(([k]) => !["updated_at", "started_at", "completed_at"].includes(k));
+    const changes = shown.map(([k, v]) => {
+      const text = typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
+      return `${k}: ${text.length > 80 ? text.slice(0, 79) + "…" : text}`;
+    }).join(", ");
+    const what = document.createElement("strong");
+    what.textContent = kind;
+    item.append(time, what, document.createTextNode(changes ? ` (${changes})` : ""));
     item.dataset.kind = kind;
     if (eventId) item.dataset.eventId = eventId;
     timeline.appendChild(item);
