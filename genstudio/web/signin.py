@@ -87,7 +87,11 @@ def _login_page(request: Request, next_path: str, *, error: str = "", email: str
 
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
-    return _login_page(request, safe_next(next))
+    try:
+        await page_claims(request)
+    except SignInRequired:
+        return _login_page(request, safe_next(next))
+    return RedirectResponse(safe_next(next), status_code=303)  # already signed in
 
 
 @router.post("/login")
