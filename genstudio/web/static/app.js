@@ -369,9 +369,12 @@ function setupJob() {
   const showError = (r) => { if (!error) return; error.textContent = (r.body && r.body.error) || `HTTP ${r.status}`; error.hidden = false; };
 
   // Re-render the parts of the page that a change affects, from the page itself.
+  let deleting = false;  // this page is deleting the job: it goes to the feed, not to the 404 page
+
   async function refresh() {
+    if (deleting) return;
     const response = await fetch(location.href, { credentials: "same-origin" });
-    if (response.status === 404) { location.reload(); return; }
+    if (response.status === 404) { if (!deleting) location.reload(); return; }
     if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const selector of [".job-head", "#outputs", "dl.timings"]) {
@@ -418,7 +421,7 @@ function setupJob() {
     }
     addToTimeline(kind, event, eventId);
     if (onlyProgress(kind, event)) setProgress(document.getElementById("job-progress"), event.changes.progress);
-    else if (kind === "deleted") location.reload();
+    else if (kind === "deleted") { if (!deleting) location.reload(); }  // shows the 404 page
     else refresh();
   }, { onOpen: () => { if (!timeline.children.length) timelineEmpty.textContent = "No events recorded."; } });
 
@@ -445,8 +448,9 @@ function setupJob() {
     del.addEventListener("click", () => dialog.showModal());
     dialog.addEventListener("close", async () => {
       if (dialog.returnValue !== "delete") { del.focus(); return; }
+      deleting = true;
       const r = await api(base, { method: "DELETE" });
-      if (!r.ok) { showError(r); return; }
+      if (!r.ok) { deleting = false; showError(r); return; }
       location.href = "/";
     });
   }
