@@ -293,7 +293,26 @@ class ComfyClient:
 
     async def prompt_state(self, prompt_id: str) -> PromptState | None:
         """Where the server has this prompt: running, pending, finished (in its history), or
-        nowhere (None: never submitted, deleted from the queue, or forgotten by a restart)."""
+        nowhere (None: never submitted, deleted from the queue, or forgotten by a restart).
+
+        One small request (`GET /api/jobs/{id}`, ComfyUI >= 0.13) rather than the whole queue,
+        whose size grows with every waiting prompt; servers without that route are asked
+        through `/queue` and `/history`."""
+        try:
+            job = await self._json("GET", f"/api/jobs/{prompt_id}")
+        except ComfyHTTPError as exc:
+            if exc.status != 404:
+                raise
+            if "Job not found" in exc.body:
+                return None
+        else:
+            status = job.get("status") if isinstance(job, dict) else None
+            if status == "in_progress":
+                return "running"
+            if status == "pending":
+                return "pending"
+            if status in ("completed", "failed", "cancelled"):
+                return "finished"
         queue = await self.queue()
         if any(entry[1] == prompt_id for entry in queue.get("queue_running", [])):
             return "running"
