@@ -247,3 +247,16 @@ async def test_two_serve_processes_deliver_each_others_events(serve_processes, d
             await on_first.wait_for_ids(ids)
     assert on_second.ids == on_first.ids == ids
     assert [m.event for m in on_second.events] == ["created", "cancelled"]
+
+
+async def test_a_stream_ends_when_its_token_expires(live_api):
+    from genstudio.auth.tokens import TokenIssuer
+    from tests.api_support import AUDIENCE, SECRET
+
+    alice = live_api.user("alice")
+    short = TokenIssuer(SECRET, AUDIENCE, 2).issue(alice.id, alice.email)
+    async with SseStream(live_api.client, "/api/feed/events", {"Authorization": f"Bearer {short}"}) as stream:
+        new_job(live_api.db_url, alice)
+        await stream.wait_for(lambda s: len(s.events) == 1)
+        await asyncio.wait_for(stream.ended.wait(), 10)  # the client reconnects with a fresh token
+    assert stream.status_code == 200

@@ -66,9 +66,10 @@ class Subscription:
         self.closed = True
         self._ready.set()
 
-    async def next(self) -> Event:
-        """The next event; raises SubscriptionClosed once closed and drained... or at once if it
-        overflowed, since what it holds no longer follows on without a gap."""
+    async def next_batch(self) -> list[Event]:
+        """Every event waiting (at least one), oldest first. Raises SubscriptionClosed once the
+        hub stopped, or at once if the queue overflowed: what it holds no longer follows on
+        without a gap, and the subscriber must resume from the log."""
         while not self._pending:
             if self.closed:
                 raise SubscriptionClosed()
@@ -76,7 +77,7 @@ class Subscription:
             await self._ready.wait()
         if self.closed:
             raise SubscriptionClosed()
-        return self._pending.popleft()
+        return self.drain()
 
     def drain(self) -> list[Event]:
         events = list(self._pending)

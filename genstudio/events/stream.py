@@ -47,12 +47,12 @@ def reset_message(reason: str, last_event_id: int, **details: Any) -> ServerSent
 
 
 async def stream_events(db: Database, hub: EventHub, claims: Mapping[str, Any], request: StreamRequest,
-                        *, max_pending: int = 10_000) -> AsyncIterator[ServerSentEvent]:
+                        *, max_pending: int = 10_000) -> AsyncIterator[ServerSentEvent | bytes]:
     viewer = viewer_of(claims)
     # A stream lives no longer than its token: the client reconnects with a fresh one.
     lifetime = float(claims.get("exp") or time.time() + 86_400) - time.time()
-    deadline = asyncio.get_running_loop().time() + lifetime
     sub = hub.subscribe(viewer, request.wanted, max_pending=max_pending)
+    expiry = asyncio.get_running_loop().call_later(max(0.0, lifetime), sub.close)
     try:
         plan = await plan_replay(db, request)
         if plan.notice is not None:
@@ -63,22 +63,23 @@ async def stream_events(db: Database, hub: EventHub, claims: Mapping[str, Any], 
             while True:
                 async with db.as_user(claims) as conn:
                     events = await read_batch(conn, sent, request.wanted)
-                for event in events:
-                    yield event_message(event, viewer)
                 if events:
+                    yield b"".join(event_message(e, viewer) for e in events)
                     sent = events[-1].id
                 if len(events) < BATCH_SIZE:
                     break
         while True:
             try:
-                async with asyncio.timeout_at(deadline):
-                    event = await sub.next()
-            except (TimeoutError, SubscriptionClosed):
+                batch = await sub.next_batch()
+            except SubscriptionClosed:
                 return
-            if event.id > sent:
-                sent = event.id
-                yield event_message(event, viewer)
+            # Whatever arrived meanwhile goes out as one write.
+            fresh = [e for e in batch if e.id > sent]
+            if fresh:
+                sent = fresh[-1].id
+                yield b"".join(event_message(e, viewer) for e in fresh)
     finally:
+        expiry.cancel()
         hub.unsubscribe(sub)
 
 
