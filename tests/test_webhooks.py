@@ -199,3 +199,28 @@ async def test_addresses_are_checked_again_at_delivery_and_redirects_are_not_fol
     finally:
         await strict.close()
         await lenient.close()
+
+
+async def test_a_webhook_deleted_during_a_delivery_ends_it_quietly(db_url):
+    from genstudio.events.webhooks import enqueue_new_events
+
+    alice = add_user(db_url, "alice@example.com")
+    db = Database(db_url, min_size=1, max_size=4)
+    await db.open()
+    sender = WebhookSender(db, retry_delays=(1,), timeout_seconds=5, allow_private=True)
+    try:
+        with Receiver(hang_first_seconds=1.0) as receiver:
+            webhook_id = sql(db_url, "INSERT INTO genstudio.webhooks (user_id, url, events, secret) "
+                                     "VALUES (%s, %s, %s, %s) RETURNING id",
+                             (alice.id, receiver.url, ["created"], "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))[0][0]
+            new_job(db_url, alice)
+            assert await enqueue_new_events(db) == 1
+            sending = asyncio.create_task(sender.send_due())
+            await asyncio.to_thread(receiver.wait_for, 1)
+            sql(db_url, "DELETE FROM genstudio.webhooks WHERE id = %s", (webhook_id,))
+            assert await sending == 1
+    finally:
+        await sender.close()
+        await db.close()
+    assert sql(db_url, "SELECT count(*) FROM genstudio.webhook_deliveries") == [(0,)]
+    assert sql(db_url, "SELECT count(*) FROM genstudio.webhook_attempts") == [(0,)]

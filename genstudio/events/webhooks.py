@@ -165,7 +165,11 @@ class WebhookSender:
                 leased = await cur.fetchall()
             if not leased:
                 return sent
-            await asyncio.gather(*(self._deliver(d) for d in leased))
+            outcomes = await asyncio.gather(*(self._deliver(d) for d in leased), return_exceptions=True)
+            for delivery, outcome in zip(leased, outcomes):
+                if isinstance(outcome, Exception):
+                    # Its lease runs out and it is tried again; the others are not held up.
+                    log.warning("could not record webhook delivery %s: %s", delivery["message_id"], outcome)
             sent += len(leased)
 
     async def seconds_until_next_due(self) -> float | None:
@@ -183,12 +187,12 @@ class WebhookSender:
         else:
             state, retry_in = "pending", self.retry_delays[number - 1]
         async with self.db.as_service() as conn:
-            await conn.execute(_sql("record_attempt"), {"id": delivery["id"], "user_id": delivery["user_id"],
-                                                        "status_code": attempt.status_code,
-                                                        "latency_ms": attempt.latency_ms, "error": attempt.error})
             await conn.execute(_sql("finish_attempt"), {"id": delivery["id"], "owner": self.owner, "state": state,
                                                         "retry_in_seconds": retry_in,
                                                         "status_code": attempt.status_code, "error": attempt.error})
+            await conn.execute(_sql("record_attempt"), {"id": delivery["id"], "user_id": delivery["user_id"],
+                                                        "status_code": attempt.status_code,
+                                                        "latency_ms": attempt.latency_ms, "error": attempt.error})
 
     async def attempt(self, url: str, secret: str, message_id: str, payload: str) -> Attempt:
         started = time.perf_counter()

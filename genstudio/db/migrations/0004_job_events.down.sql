@@ -6,6 +6,7 @@ DROP TRIGGER IF EXISTS image_jobs_job_events_trigger ON public.image_jobs;
 DROP TRIGGER IF EXISTS text_jobs_job_events_trigger ON public.text_jobs;
 DROP FUNCTION IF EXISTS genstudio.record_job_event();
 DROP FUNCTION IF EXISTS genstudio.append_job_event(text, uuid, uuid, text, jsonb);
+DROP FUNCTION IF EXISTS genstudio.notify_job_event(bigint);
 
 DROP TABLE IF EXISTS genstudio.webhook_cursor;
 DROP TABLE IF EXISTS genstudio.webhook_attempts;

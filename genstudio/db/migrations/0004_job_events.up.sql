@@ -28,11 +28,13 @@ CREATE TABLE IF NOT EXISTS public.job_events (
     kind        text NOT NULL CHECK (kind IN ('created', 'status', 'progress', 'completed', 'failed',
                                               'cancelled', 'visibility', 'deleted')),
     changes     jsonb NOT NULL DEFAULT '{}'::jsonb,
+    -- Stamped at commit, under the numbering lock: it grows with the id, which is how the
+    -- pruner finds old events by walking the primary key (no index of its own to keep up).
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- Every read is "after id N" (the primary key) or one job's events; each index costs every
+-- job write, so there is no other.
 CREATE INDEX IF NOT EXISTS idx_job_events_job ON public.job_events (job_id, id);
-CREATE INDEX IF NOT EXISTS idx_job_events_user ON public.job_events (user_id, id);
-CREATE INDEX IF NOT EXISTS idx_job_events_created_at ON public.job_events (created_at);
 
 COMMENT ON TABLE public.job_events IS
     'Every change of every job, in commit order; written by triggers, pruned after the retention period.';
@@ -47,13 +49,28 @@ CREATE TABLE IF NOT EXISTS genstudio.job_events_horizon (
 );
 INSERT INTO genstudio.job_events_horizon (singleton) VALUES (true) ON CONFLICT DO NOTHING;
 
--- Appends one event; a progress event replaces the job's previous progress event when that
--- is still the job's newest event (the replaced changes are merged in), so a workflow that
--- reports progress every 100 ms leaves one row per run of progress, not thousands. Live
--- subscribers still receive each update: the replacement is a new row with a new id.
+-- One transaction's first event wakes every listener; one notification per transaction is
+-- enough, and its payload is an id, never the row (NOTIFY payloads stop at 8000 bytes).
+CREATE OR REPLACE FUNCTION genstudio.notify_job_event(p_event_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog
+    AS $fn$
+BEGIN
+    IF current_setting('genstudio.job_events_notified', true) IS DISTINCT FROM 'on' THEN
+        PERFORM set_config('genstudio.job_events_notified', 'on', true);
+        PERFORM pg_notify('genstudio_job_events', p_event_id::text);
+    END IF;
+END
+$fn$;
+
+-- Appends one event of an update. A progress event replaces the job's previous progress event
+-- when that is still the job's newest event (the replaced changes are merged in), so a
+-- workflow that reports progress every 100 ms leaves one row per run of progress, not
+-- thousands. Live subscribers still receive each update: the replacement is a new row with a
+-- new id.
 CREATE OR REPLACE FUNCTION genstudio.append_job_event(
     p_output_type text, p_job_id uuid, p_user_id uuid, p_kind text, p_changes jsonb
-) RETURNS bigint
+) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, public
     AS $fn$
@@ -73,17 +90,13 @@ BEGIN
     INSERT INTO public.job_events (output_type, job_id, user_id, kind, changes)
     VALUES (p_output_type, p_job_id, p_user_id, p_kind, changes)
     RETURNING id INTO new_id;
-    -- One notification per transaction is enough to wake every listener.
-    IF current_setting('genstudio.job_events_notified', true) IS DISTINCT FROM 'on' THEN
-        PERFORM set_config('genstudio.job_events_notified', 'on', true);
-        PERFORM pg_notify('genstudio_job_events', new_id::text);
-    END IF;
-    RETURN new_id;
+    PERFORM genstudio.notify_job_event(new_id);
 END
 $fn$;
 
 -- The trigger on each job table; TG_ARGV[0] is the output type. SECURITY DEFINER: the writer
--- (e.g. role authenticated) may not insert into the log itself.
+-- (e.g. role authenticated) may not insert into the log itself. Inserts and deletes (the bulk
+-- paths: `legacy run`, `legacy rollback`) write their event inline, for speed.
 CREATE OR REPLACE FUNCTION genstudio.record_job_event() RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
@@ -91,20 +104,23 @@ CREATE OR REPLACE FUNCTION genstudio.record_job_event() RETURNS trigger
     AS $fn$
 DECLARE
     output_type text := TG_ARGV[0];
+    row_ record;
     old_row jsonb;
     new_row jsonb;
     changed jsonb;
     kind text;
+    new_id bigint;
 BEGIN
     -- Ids in commit order (see the top of this migration). Any constant: same in every process.
     PERFORM pg_advisory_xact_lock(7450857718071812101);
-    IF TG_OP = 'INSERT' THEN
-        PERFORM genstudio.append_job_event(output_type, NEW.id, NEW.user_id, 'created',
-            jsonb_build_object('status', NEW.status, 'workflow_name', NEW.workflow_name, 'visibility', NEW.visibility));
-        RETURN NULL;
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM genstudio.append_job_event(output_type, OLD.id, OLD.user_id, 'deleted',
-            jsonb_build_object('status', OLD.status, 'workflow_name', OLD.workflow_name, 'visibility', OLD.visibility));
+    IF TG_OP IN ('INSERT', 'DELETE') THEN
+        IF TG_OP = 'INSERT' THEN row_ := NEW; ELSE row_ := OLD; END IF;
+        INSERT INTO public.job_events (output_type, job_id, user_id, kind, changes)
+        VALUES (output_type, row_.id, row_.user_id, CASE TG_OP WHEN 'INSERT' THEN 'created' ELSE 'deleted' END,
+                jsonb_build_object('status', row_.status, 'workflow_name', row_.workflow_name,
+                                   'visibility', row_.visibility))
+        RETURNING id INTO new_id;
+        PERFORM genstudio.notify_job_event(new_id);
         RETURN NULL;
     END IF;
 

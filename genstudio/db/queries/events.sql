@@ -44,14 +44,16 @@ SELECT greatest((SELECT max(id) FROM public.job_events),
 SELECT coalesce(max(id), 0) AS max_id FROM public.job_events
 
 -- name: prune_batch
--- Deletes up to %(limit)s events older than the retention period, oldest first, and moves
--- the horizon past them in the same transaction.
-WITH gone AS (
-    DELETE FROM public.job_events
-    WHERE id IN (SELECT id FROM public.job_events
-                 WHERE created_at < clock_timestamp() - %(retention_seconds)s * interval '1 second'
-                 ORDER BY id LIMIT %(limit)s)
-    RETURNING id
+-- Deletes up to %(limit)s events older than the retention period, and moves the horizon past
+-- them in the same transaction. created_at grows with the id (both are assigned at commit under
+-- one lock), so the expired events are the oldest ids: walk the primary key from the start.
+WITH oldest AS (
+    SELECT id FROM public.job_events ORDER BY id LIMIT %(limit)s
+), gone AS (
+    DELETE FROM public.job_events e
+    USING oldest o
+    WHERE e.id = o.id AND e.created_at < clock_timestamp() - %(retention_seconds)s * interval '1 second'
+    RETURNING e.id
 ), moved AS (
     UPDATE genstudio.job_events_horizon
     SET pruned_through = greatest(pruned_through, (SELECT max(id) FROM gone))

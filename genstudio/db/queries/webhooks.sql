@@ -84,8 +84,10 @@ WHERE w.id = d.webhook_id
 RETURNING d.id, d.message_id, d.payload, d.attempts, d.user_id, w.url, w.secret
 
 -- name: record_attempt
+-- Unless the webhook (and so the delivery) was deleted meanwhile.
 INSERT INTO genstudio.webhook_attempts (delivery_id, user_id, status_code, latency_ms, error)
-VALUES (%(id)s, %(user_id)s, %(status_code)s, %(latency_ms)s, %(error)s)
+SELECT %(id)s, %(user_id)s, %(status_code)s, %(latency_ms)s, %(error)s
+WHERE EXISTS (SELECT 1 FROM genstudio.webhook_deliveries WHERE id = %(id)s)
 
 -- name: finish_attempt
 -- Only while we still hold the lease: a delivery another sender took over is theirs to record.
