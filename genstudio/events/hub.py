@@ -97,6 +97,7 @@ class EventHub:
         self._generation = 0  # counts subscriptions, to notice one made during a read
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
         self.listening = asyncio.Event()
 
     @property
@@ -133,6 +134,10 @@ class EventHub:
                        asyncio.create_task(self._fan_out(), name="genstudio:events-fan-out")]
 
     async def stop(self) -> None:
+        # The loops also check the flag: Python 3.11's wait primitives can swallow a
+        # cancellation that arrives as their wait ends.
+        self._stopping = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -141,15 +146,16 @@ class EventHub:
             self.unsubscribe(sub)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.db.conninfo, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     self._wake.set()  # catch up on whatever was committed while not listening
-                    async for _ in conn.notifies():
-                        self._wake.set()
+                    while not self._stopping:
+                        async for _ in conn.notifies(timeout=self.poll_seconds):
+                            self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -158,12 +164,15 @@ class EventHub:
             await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
 
     async def _fan_out(self) -> None:
-        while True:
+        while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self._catch_up()
             except asyncio.CancelledError:
