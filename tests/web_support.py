@@ -78,10 +78,10 @@ class Studio:
             while_down()
         self.process = start_studio(self.db_url, self.data_dir, port=self.port, **self.env).process
 
-    def account(self, name: str) -> Account:
+    def account(self, name: str, email: str | None = None) -> Account:
         """A new account (the name gets a unique suffix: tests share the server)."""
         if name not in self.accounts:
-            email = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
+            email = email or f"{name}-{uuid.uuid4().hex[:8]}@example.com"
             with psycopg.connect(self.db_url) as conn:
                 user_id = conn.execute("INSERT INTO auth.users (email, encrypted_password) VALUES (%s, %s) RETURNING id",
                                        (email, _hasher.hash(PASSWORD))).fetchone()[0]

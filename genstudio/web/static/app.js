@@ -396,8 +396,9 @@ function setupJob() {
     const time = document.createElement("time");
     time.dateTime = at;
     time.textContent = new Date(at).toLocaleString();
-    // What changed, briefly: timestamps are in Timings, long values are cut.
-    const shown = Object.entries(event.changes || {}).filter(([k]) => !["updated_at", "started_at", "completed_at"].includes(k));
+    // What changed, briefly: timestamps are in Timings, files in Outputs, long values are cut.
+    const elsewhere = (k) => ["updated_at", "started_at", "completed_at"].includes(k) || /_urls?$/.test(k) || k.startsWith("comfyui_output");
+    const shown = Object.entries(event.changes || {}).filter(([k]) => !elsewhere(k));
     const changes = shown.map(([k, v]) => {
       const text = typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
       return `${k}: ${text.length > 80 ? text.slice(0, 79) + "…" : text}`;
