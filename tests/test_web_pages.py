@@ -83,3 +83,29 @@ async def test_another_users_private_job_is_the_same_404_as_a_missing_one(browse
     assert their_body == await page.locator("main").inner_html()
     assert "secret" not in await page.content()
     await page.context.close()
+
+
+async def test_cards_show_results_videos_play_on_click_and_images_open_full_size(browser, studio):
+    alice = studio.account("alice")
+    video = studio.record_job(alice, "video", workflow_name="clip")
+    studio.api("PUT", f"/api/video-jobs/{video['id']}/complete", alice,
+               json={"status": "completed", "output_video_urls": ["/static/clip.mp4"], "thumbnail_url": "/static/favicon.svg"})
+    image = studio.record_job(alice, "image", workflow_name="still")
+    studio.api("PUT", f"/api/image-jobs/{image['id']}/complete", alice,
+               json={"status": "completed", "output_image_urls": ["/static/full.png"], "thumbnail_url": "/static/favicon.svg"})
+    text = studio.record_job(alice, "text", workflow_name="words")
+    studio.api("PUT", f"/api/text-jobs/{text['id']}/complete", alice,
+               json={"status": "completed", "output_text": "Once upon a time " * 40})
+    page = await new_page(browser, studio)
+    await sign_in(page, alice)
+    video_card = page.locator(f"#job-video-{video['id']}")
+    await video_card.get_by_role("link", name="Play the video result of clip").click()
+    player = video_card.locator("video")
+    assert await player.get_attribute("src") == "/static/clip.mp4"
+    assert await page.evaluate("document.activeElement.tagName") == "VIDEO"
+    image_link = page.locator(f"#job-image-{image['id']} a.media-link")
+    assert await image_link.get_attribute("href") == "/static/full.png"
+    assert await image_link.locator("img").get_attribute("src") == "/static/favicon.svg"  # the thumbnail
+    preview = await page.locator(f"#job-text-{text['id']} .text-preview").inner_text()
+    assert preview.startswith("Once upon a time") and len(preview) <= 290
+    await page.context.close()

@@ -457,6 +457,20 @@ function setupJob() {
   }
 }
 
+// Videos in cards show their poster frame and play, in place, when clicked.
+document.addEventListener("click", (e) => {
+  const link = e.target.closest && e.target.closest("a.play[data-video]");
+  if (!link) return;
+  e.preventDefault();
+  const video = document.createElement("video");
+  video.src = link.dataset.video;
+  if (link.dataset.poster) video.poster = link.dataset.poster;
+  video.controls = true; video.autoplay = true; video.playsInline = true;
+  video.setAttribute("aria-label", link.getAttribute("aria-label").replace(/^Play /, ""));
+  link.replaceWith(video);
+  video.focus();
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   refreshAges();
   setupFeed();
