@@ -13,6 +13,7 @@ never takes the others (or the API) down with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -62,10 +63,10 @@ async def _supervise(name: str, service: Service, context: ServiceContext) -> No
             raise
         except Exception:
             log.exception("background service %s failed; restarting it in %.0f s", name, RESTART_PAUSE_SECONDS)
-            try:
-                await asyncio.wait_for(context.stop.wait(), RESTART_PAUSE_SECONDS)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESTART_PAUSE_SECONDS):
+                    await context.stop.wait()
 
 
 @asynccontextmanager
