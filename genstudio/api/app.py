@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from genstudio import __version__
 from genstudio.background import running_services
-from genstudio.api import auth, events, feed, health, webhooks
+from genstudio.api import auth, events, feed, files, health, webhooks, workflows
 from genstudio.api.errors import install_error_handlers
 from genstudio.events.hub import shared_hub
 from genstudio.api.jobs import job_router
@@ -17,7 +17,10 @@ from genstudio.api.limits import RequestBodyLimits
 from genstudio.api.session import csrf_key
 from genstudio.auth.ratelimit import LoginRateLimiter
 from genstudio.auth.tokens import TokenIssuer, TokenVerifier, load_or_create_secret
+from genstudio.comfy.runs import RunService
+from genstudio.comfy.templates import templates_from_settings
 from genstudio.config import Settings, get_settings
+from genstudio.storage import storage_from_settings
 from genstudio.jobs.output_types import OUTPUT_TYPES
 from genstudio.db.pool import Database
 from genstudio.web import install_web
@@ -66,7 +69,9 @@ def _add_jobs_api(app: FastAPI, settings: Settings) -> None:
     app.state.token_issuer = TokenIssuer(secret, settings.jwt_audience, settings.access_token_ttl_seconds)
     app.state.login_limiter = LoginRateLimiter(settings.login_limit_per_address, settings.login_limit_per_account)
     install_error_handlers(app)
-    app.add_middleware(RequestBodyLimits, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestBodyLimits, max_bytes=settings.max_body_bytes, upload_paths=workflows.UPLOAD_PATHS,
+                       # a run may carry several input files; each is bounded again on its own
+                       upload_max_bytes=4 * settings.upload_max_bytes + settings.max_body_bytes)
     for output_type in OUTPUT_TYPES.values():
         app.include_router(job_router(output_type))
         app.include_router(events.job_events_router(output_type))
@@ -74,6 +79,17 @@ def _add_jobs_api(app: FastAPI, settings: Settings) -> None:
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(auth.router)
+    _add_workflows_api(app, settings, secret)
+
+
+def _add_workflows_api(app: FastAPI, settings: Settings, secret: str) -> None:
+    """Workflow templates, runs, uploads and the stored files (issue 7)."""
+    app.state.templates = templates_from_settings(settings)
+    app.state.storage = storage_from_settings(settings)
+    app.state.run_service = RunService(settings, app.state.storage)
+    app.state.file_signer = files.FileSigner(secret, settings.file_url_ttl_seconds)
+    app.include_router(workflows.router)
+    app.include_router(files.router)
 
 
 def app_from_settings() -> FastAPI:

@@ -14,6 +14,16 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genstudio.auth.errors import CsrfRejected, InvalidCredentials, InvalidToken, LoginRateLimited, MissingToken
+from genstudio.comfy.runs import (
+    IdempotencyKeyReused,
+    InputFileTooLarge,
+    InvalidInputFile,
+    MalformedBody,
+    MissingNodeTypes,
+    UploadNotFound,
+)
+from genstudio.comfy.templates import InvalidParameters, UnknownWorkflow
+from genstudio.storage import FileNotFound, InvalidKey
 from genstudio.errors import CallerError
 from genstudio.events.addresses import RefusedAddress
 from genstudio.events.webhooks import TooManyWebhooks, WebhookNotFound
@@ -42,6 +52,16 @@ STATUS_OF: dict[type[Exception], int] = {
     WebhookNotFound: 404,
     RefusedAddress: 422,
     TooManyWebhooks: 409,
+    UnknownWorkflow: 404,
+    UploadNotFound: 404,
+    InvalidParameters: 422,
+    InvalidInputFile: 422,
+    MissingNodeTypes: 422,
+    InputFileTooLarge: 413,
+    IdempotencyKeyReused: 409,
+    MalformedBody: 400,
+    FileNotFound: 404,
+    InvalidKey: 404,
 }
 
 # For OpenAPI: what every job endpoint may answer besides success.

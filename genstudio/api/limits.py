@@ -6,11 +6,17 @@ request an extra task and a copy of the response.
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genstudio.api.errors import error_response
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _is_multipart(content_type: bytes | None) -> bool:
+    return bool(content_type) and content_type.split(b";", 1)[0].strip().lower() == b"multipart/form-data"
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -21,30 +27,44 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 class RequestBodyLimits:
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    """JSON bodies up to `max_bytes`; on the paths matching `upload_paths`, also multipart
+    bodies (files) up to `upload_max_bytes`."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, *, upload_paths: str | None = None,
+                 upload_max_bytes: int = 0):
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_paths = re.compile(upload_paths) if upload_paths else None
+        self.upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type")
+        uploading = (self.upload_paths is not None and _is_multipart(content_type)
+                     and self.upload_paths.fullmatch(scope["path"]) is not None)
+        limit = self.upload_max_bytes if uploading else self.max_bytes
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send, 413, f"the request body is larger than {self.max_bytes} bytes")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, 413, f"the request body is larger than {limit} bytes")
             return
-        body, complete = await self._read_body(receive)
+        body, complete = await self._read_body(receive, limit)
         if not complete:
-            await self._refuse(scope, receive, send, 413, f"the request body is larger than {self.max_bytes} bytes")
+            await self._refuse(scope, receive, send, 413, f"the request body is larger than {limit} bytes")
             return
-        # Only the JSON API insists on JSON; the web UI's forms post form-encoded bodies.
-        if body and scope["path"].startswith("/api/") and not _is_json(headers.get(b"content-type")):
-            await self._refuse(scope, receive, send, 415, "the request body must be JSON (Content-Type: application/json)")
+        # Only the JSON API insists on JSON; the web UI's forms post form-encoded bodies, and
+        # the upload paths take multipart files.
+        if body and not uploading and scope["path"].startswith("/api/") and not _is_json(content_type):
+            expected = "JSON (Content-Type: application/json)"
+            if self.upload_paths is not None and self.upload_paths.fullmatch(scope["path"]):
+                expected = "JSON or multipart/form-data"
+            await self._refuse(scope, receive, send, 415, f"the request body must be {expected}")
             return
         await self.app(scope, self._replay(body, receive), send)
 
-    async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
+    async def _read_body(self, receive: Receive, limit: int) -> tuple[bytes, bool]:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -52,7 +72,7 @@ class RequestBodyLimits:
                 return b"", True
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 return b"", False
             chunks.append(chunk)
             if not message.get("more_body", False):

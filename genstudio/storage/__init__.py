@@ -7,6 +7,7 @@ segment passes `safe_segment`, so nothing ComfyUI or a client names can leave th
 """
 
 from genstudio.storage.base import (
+    FileNotFound,
     InvalidKey,
     Storage,
     StoredFile,
@@ -20,6 +21,7 @@ from genstudio.storage.base import (
 from genstudio.storage.local import LocalStorage
 
 __all__ = [
+    "FileNotFound",
     "InvalidKey",
     "LocalStorage",
     "Storage",

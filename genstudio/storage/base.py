@@ -30,6 +30,10 @@ class InvalidKey(CallerError):
     """A storage key that is not of the layout (or would leave the storage root)."""
 
 
+class FileNotFound(CallerError):
+    """No such file, or not one the caller may see (the two are never told apart)."""
+
+
 @dataclass(frozen=True)
 class StoredFile:
     key: str
