@@ -94,8 +94,8 @@ def _key(path: str) -> str:
         raise FileNotFound("no such file") from None
 
 
-@router.api_route("/files/signed/{expires}/{signature}/{key:path}", methods=["GET", "HEAD"],
-                  summary="A stored file, by a signed URL", include_in_schema=True)
+@router.head("/files/signed/{expires}/{signature}/{key:path}", include_in_schema=False)
+@router.get("/files/signed/{expires}/{signature}/{key:path}", summary="A stored file, by a signed URL")
 async def signed_file(request: Request, expires: int, signature: Annotated[str, Path(max_length=64)],
                       key: FileKey) -> Response:
     key = _key(key)
@@ -104,7 +104,8 @@ async def signed_file(request: Request, expires: int, signature: Annotated[str, 
     return await send_file(request, key)
 
 
-@router.api_route("/files/{key:path}", methods=["GET", "HEAD"], summary="A stored file (output, thumbnail or input)")
+@router.head("/files/{key:path}", include_in_schema=False)
+@router.get("/files/{key:path}", summary="A stored file (output, thumbnail or input)")
 async def stored_file(request: Request, claims: Claims, key: FileKey) -> Response:
     key = _key(key)
     if not await may_see(request, claims, key):
