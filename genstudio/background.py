@@ -43,6 +43,7 @@ def registered_services(settings: Settings) -> dict[str, Service]:
     Each area adds its own here (imported lazily, so that a process that runs none of them
     loads none of their dependencies).
     """
+    from genstudio.comfy.dispatcher import dispatcher_service
     from genstudio.comfy.monitor import monitor_service
     from genstudio.events.services import job_events_pruner, webhook_enqueuer, webhook_sender
 
@@ -51,6 +52,8 @@ def registered_services(settings: Settings) -> dict[str, Service]:
         "webhook_enqueuer": webhook_enqueuer,
         "webhook_sender": webhook_sender,
         "comfy_monitor": monitor_service,
+        # Always on: without COMFYUI_URLS, runs still wait visibly and fail at their deadline.
+        "comfy_dispatcher": dispatcher_service,
     }
 
 
