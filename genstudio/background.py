@@ -47,14 +47,16 @@ def registered_services(settings: Settings) -> dict[str, Service]:
     from genstudio.comfy.monitor import monitor_service
     from genstudio.events.services import job_events_pruner, webhook_enqueuer, webhook_sender
 
-    return {
+    services: dict[str, Service] = {
         "job_events_pruner": job_events_pruner,
         "webhook_enqueuer": webhook_enqueuer,
         "webhook_sender": webhook_sender,
         "comfy_monitor": monitor_service,
-        # Always on: without COMFYUI_URLS, runs still wait visibly and fail at their deadline.
-        "comfy_dispatcher": dispatcher_service,
     }
+    if settings.run_dispatcher:
+        # On even without COMFYUI_URLS: runs then wait visibly and fail at their deadline.
+        services["comfy_dispatcher"] = dispatcher_service
+    return services
 
 
 async def _supervise(name: str, service: Service, context: ServiceContext) -> None:

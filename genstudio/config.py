@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     dispatch_deadline_seconds: float = Field(default=3600.0, gt=0, validation_alias="GENSTUDIO_DISPATCH_DEADLINE")
     # How often the dispatcher re-checks every server's health, queue length and node types.
     health_check_seconds: float = Field(default=10.0, gt=0, validation_alias="GENSTUDIO_HEALTH_CHECK_INTERVAL")
+    # Whether this process's background services include the dispatcher (a process may be
+    # left to follow jobs only).
+    run_dispatcher: bool = Field(default=True, validation_alias="GENSTUDIO_DISPATCHER")
     # How long a dispatcher holds a run while it uploads inputs and submits it.
     dispatch_lease_seconds: float = Field(default=60.0, gt=0, validation_alias="GENSTUDIO_DISPATCH_LEASE")
     # The client id genstudio submits prompts under; ComfyUI sends their progress to the

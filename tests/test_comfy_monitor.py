@@ -46,7 +46,8 @@ def image_prompt(prefix: str = "gs", color: int | None = None) -> dict:
 
 
 def monitor_overrides(*urls: str, **extra: Any) -> dict[str, Any]:
-    return {"comfyui_urls": list(urls), "monitor_poll_seconds": 0.1, "monitor_lost_grace_seconds": 0.2,
+    # These tests hand runs to the servers themselves, as the dispatcher would: no dispatcher.
+    return {"comfyui_urls": list(urls), "run_dispatcher": False, "monitor_poll_seconds": 0.1, "monitor_lost_grace_seconds": 0.2,
             "monitor_progress_interval_seconds": 0.05, "monitor_leader_retry_seconds": 0.2, **extra}
 
 
