@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
 import platformdirs
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# As root, the embedded PostgreSQL runs as a service account that must be able to reach its
+# data; root's home is private, so root keeps it where system services keep theirs.
+ROOT_DATA_DIR = Path("/var/lib/genstudio")
+# A data directory with less free space than this cannot hold a database.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+# GENSTUDIO_* variables read outside Settings (by the test suite), so not unknown ones.
+OTHER_VARIABLES = frozenset({"GENSTUDIO_TEST_DATABASE_URL"})
+
+
+def default_data_dir() -> Path:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return ROOT_DATA_DIR
+    return Path(platformdirs.user_data_dir("genstudio"))
 
 
 class Settings(BaseSettings):
@@ -17,16 +34,18 @@ class Settings(BaseSettings):
     # No DATABASE_URL means: run an embedded PostgreSQL in `data_dir`.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(
-        default_factory=lambda: Path(platformdirs.user_data_dir("genstudio")),
+        default_factory=default_data_dir,
         validation_alias="GENSTUDIO_DATA_DIR",
     )
     host: str = Field(default="127.0.0.1", validation_alias="GENSTUDIO_HOST")
-    port: int = Field(default=8000, validation_alias="GENSTUDIO_PORT")
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias="GENSTUDIO_PORT")
     # More than one process lets the API use more than one core; login rate limits are then
     # counted per process.
     workers: int = Field(default=1, ge=1, validation_alias="GENSTUDIO_WORKERS")
-    pool_min_size: int = Field(default=2, validation_alias="GENSTUDIO_POOL_MIN")
-    pool_max_size: int = Field(default=16, validation_alias="GENSTUDIO_POOL_MAX")
+    pool_min_size: int = Field(default=2, ge=0, validation_alias="GENSTUDIO_POOL_MIN")
+    pool_max_size: int = Field(default=16, ge=1, validation_alias="GENSTUDIO_POOL_MAX")
+    # How long a request waits for a database connection before it gets a 503.
+    pool_timeout_seconds: float = Field(default=5.0, gt=0, validation_alias="GENSTUDIO_POOL_TIMEOUT")
 
     # Supabase's project JWT secret signs its access tokens; local accounts use the same one.
     jwt_secret: str | None = Field(
@@ -36,11 +55,13 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SUPABASE_JWKS_URL", "GENSTUDIO_JWKS_URL")
     )
     jwt_audience: str = Field(default="authenticated", validation_alias="GENSTUDIO_JWT_AUDIENCE")
-    access_token_ttl_seconds: int = Field(default=3600, validation_alias="GENSTUDIO_TOKEN_TTL")
+    access_token_ttl_seconds: int = Field(default=3600, gt=0, validation_alias="GENSTUDIO_TOKEN_TTL")
     # `limits` notation; attempts count whether or not they succeed.
     login_limit_per_address: str = Field(default="20/minute", validation_alias="GENSTUDIO_LOGIN_LIMIT_PER_ADDRESS")
     login_limit_per_account: str = Field(default="10/minute", validation_alias="GENSTUDIO_LOGIN_LIMIT_PER_ACCOUNT")
-    max_body_bytes: int = Field(default=1024 * 1024, validation_alias="GENSTUDIO_MAX_BODY_BYTES")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="GENSTUDIO_MAX_BODY_BYTES")
+    # For local accounts (`genstudio user add|passwd`); Supabase enforces its own.
+    min_password_length: int = Field(default=12, ge=1, validation_alias="GENSTUDIO_MIN_PASSWORD_LENGTH")
     # Whether `serve` also runs the background services (see genstudio/background.py).
     run_background: bool = Field(default=True, validation_alias="GENSTUDIO_BACKGROUND")
 
@@ -135,9 +156,103 @@ class Settings(BaseSettings):
     def event_retention_seconds(self) -> float:
         return self.event_retention_days * 86_400
 
+    @field_validator("login_limit_per_address", "login_limit_per_account")
+    @classmethod
+    def _is_rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '20/minute' or '100/hour'") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _is_postgresql(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from psycopg.conninfo import conninfo_to_dict
+
+        scheme = value.split("://", 1)[0].lower() if "://" in value else None
+        if scheme not in (None, "postgres", "postgresql"):
+            raise ValueError(f"a {scheme}:// URL is not a PostgreSQL one (postgresql://user:password@host:port/db)")
+        try:
+            conninfo_to_dict(value)
+        except Exception:  # psycopg.ProgrammingError; its message would repeat the password
+            raise ValueError("not a PostgreSQL connection string (postgresql://user:password@host:port/db)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(f"GENSTUDIO_POOL_MIN ({self.pool_min_size}) is larger than GENSTUDIO_POOL_MAX "
+                             f"({self.pool_max_size})")
+        if self.database_url is None or self.jwt_secret is None:  # the data directory will be written
+            problem = data_dir_problem(self.data_dir)
+            if problem:
+                raise ValueError(f"GENSTUDIO_DATA_DIR {problem}")
+        return self
+
     @property
     def embedded_pgdata(self) -> Path:
         return self.data_dir / "postgres"
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why genstudio could not keep its files in `data_dir` (which may not exist yet), or None."""
+    existing = next(p for p in [data_dir, *data_dir.parents] if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        return f"{data_dir} cannot be used: {existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{data_dir} cannot be used: {existing} is not writable by this user"
+    stats = os.statvfs(existing)
+    if stats.f_flag & os.ST_RDONLY:
+        return f"{data_dir} cannot be used: {existing} is on a read-only file system"
+    free = stats.f_bavail * stats.f_frsize
+    if free < MIN_FREE_BYTES:
+        return f"{data_dir} cannot be used: the disk holding {existing} is full ({free // 1024 // 1024} MiB free)"
+    return None
+
+
+def describe_settings_error(exc) -> str:
+    """A pydantic ValidationError of Settings as one line naming each variable."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(map(str, error["loc"]))
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+def known_variables() -> set[str]:
+    """Every environment variable genstudio reads."""
+    names = set(OTHER_VARIABLES)
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif isinstance(alias, AliasChoices):
+            names.update(choice for choice in alias.choices if isinstance(choice, str))
+    return names
+
+
+def unknown_variable_warnings(environ: Mapping[str, str], dotenv: Path = Path(".env")) -> list[str]:
+    """One line per GENSTUDIO_* variable (in the environment or .env) that genstudio does not
+    read, naming the closest one it does: a typo there is otherwise silently ignored."""
+    from dotenv import dotenv_values
+
+    found = {name: "the environment" for name in environ}
+    if dotenv.is_file():
+        found |= {name: str(dotenv) for name in dotenv_values(dotenv) if name not in found}
+    known = known_variables()
+    warnings = []
+    for name, where in sorted(found.items()):
+        if name.upper().startswith("GENSTUDIO_") and name not in known:
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"unknown setting {name} in {where} is ignored{hint}")
+    return warnings
 
 
 @lru_cache

@@ -9,9 +9,13 @@ applied, which takes milliseconds, so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import shutil
+import stat
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -44,12 +48,45 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def server_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where tests keep embedded PostgreSQL data directories.
+
+    As root the embedded server runs as a service account, which must be able to search every
+    directory above its data. pytest's own temporary directories are private to root (0700)
+    and genstudio rightly refuses to widen them, so as root the tests use a directory they make
+    themselves, searchable by others.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.geteuid() != 0 or all(p.stat().st_mode & stat.S_IXOTH for p in [base, *base.parents]):
+        yield base
+        return
+    own = Path(tempfile.mkdtemp(prefix="genstudio-tests-"))
+    own.chmod(0o711)
+    try:
+        yield own
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+def searchable_tmpdir(parent: Path, prefix: str) -> Path:
+    directory = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    directory.chmod(0o711)
+    return directory
+
+
+@pytest.fixture
+def data_dir(server_tmp: Path) -> Path:
+    """A new, not yet existing GENSTUDIO_DATA_DIR the embedded server may use (even as root)."""
+    return searchable_tmpdir(server_tmp, "case-") / "data"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(server_tmp: Path) -> Iterator[Cluster]:
     external = os.environ.get("GENSTUDIO_TEST_DATABASE_URL")
     if external:
         yield Cluster(external)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server = EmbeddedPostgres(searchable_tmpdir(server_tmp, "pg-") / "data")
     server.start()
     try:
         yield Cluster(server.conninfo("postgres"))

@@ -143,10 +143,10 @@ def test_secret_is_generated_once_and_kept_private(tmp_path):
 def test_cli_user_add_and_token(db_url, tmp_path):
     env = {**os.environ, "DATABASE_URL": db_url, "GENSTUDIO_DATA_DIR": str(tmp_path), "GENSTUDIO_JWT_SECRET": SECRET}
     cli = [sys.executable, "-c", "from genstudio.cli import app; app()"]
-    added = subprocess.run(cli + ["user", "add", "gus@example.com"], input="s3cret\n", env=env,
+    added = subprocess.run(cli + ["user", "add", "gus@example.com"], input="s3cret-and-long-enough\n", env=env,
                            capture_output=True, text=True, timeout=60)
     assert added.returncode == 0, added.stderr
-    again = subprocess.run(cli + ["user", "add", "gus@example.com"], input="s3cret\n", env=env,
+    again = subprocess.run(cli + ["user", "add", "gus@example.com"], input="s3cret-and-long-enough\n", env=env,
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "already exists" in again.stderr
     issued = subprocess.run(cli + ["token", "gus@example.com"], env=env, capture_output=True, text=True, timeout=60)

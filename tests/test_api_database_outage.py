@@ -3,15 +3,19 @@ shape (not a 500), and the API recovers by itself once the database is back."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.api_support import api, image_payload  # noqa: F401  (fixture)
 
 
 def drop_connections(db_url: str) -> int:
     dbname = conninfo_to_dict(db_url)["dbname"]
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(make_conninfo(db_url, dbname="postgres"), autocommit=True) as conn:
         return len(conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (dbname,)).fetchall())
@@ -37,3 +41,43 @@ async def test_a_lost_database_connection_is_a_503_and_the_api_recovers(api):
     assert again.status_code == 201
     listed = (await api.client.get("/api/image-jobs", headers=alice.headers)).json()
     assert listed["total_count"] == 1  # the refused request wrote nothing
+
+
+def set_connections_allowed(db_url: str, allowed: bool) -> None:
+    dbname = conninfo_to_dict(db_url)["dbname"]
+    admin = make_conninfo(db_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(dbname), sql.SQL("true" if allowed else "false")))
+
+
+async def test_with_the_database_down_a_request_waits_seconds_not_thirty(api):
+    alice = api.user("alice")
+    assert (await api.client.get("/api/image-jobs", headers=alice.headers)).status_code == 200
+    set_connections_allowed(api.db_url, False)
+    try:
+        drop_connections(api.db_url)
+        started = time.monotonic()
+        # Two at once: the pool's one idle connection is broken; the other has to wait for a new one.
+        responses = await asyncio.gather(*[api.client.get("/api/image-jobs", headers=alice.headers) for _ in range(2)])
+        elapsed = time.monotonic() - started
+    finally:
+        set_connections_allowed(api.db_url, True)
+    assert [r.status_code for r in responses] == [503, 503]
+    assert all(r.json()["success"] is False for r in responses)
+    assert elapsed < 8, f"requests waited {elapsed:.1f} s for a connection"
+
+
+async def test_healthz_is_not_ok_when_the_database_refuses_writes(api):
+    assert (await api.client.get("/api/healthz")).json()["status"] == "ok"
+    dbname = conninfo_to_dict(api.db_url)["dbname"]
+    with psycopg.connect(api.db_url, autocommit=True) as conn:
+        # What Supabase does to a project whose disk is full; a standby is the same.
+        conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(sql.Identifier(dbname)))
+    drop_connections(api.db_url)  # the setting applies to new sessions
+    await api.client.get("/api/healthz")  # meets the dropped connection: unreachable, for once
+    response = await api.client.get("/api/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable" and body["database"] == "not writable"
+    assert "read-only" in body["error"]

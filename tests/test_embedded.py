@@ -76,8 +76,7 @@ def embedded_conninfo(pgdata: Path) -> str:
     return f"postgresql://postgres@/genstudio?host={socket_dir}"
 
 
-def test_serve_starts_reuses_and_stops_the_embedded_server(tmp_path):
-    data_dir = tmp_path / "data"
+def test_serve_starts_reuses_and_stops_the_embedded_server(data_dir):
     pgdata = data_dir / "postgres"
     port = free_port()
 
@@ -105,14 +104,10 @@ def test_serve_starts_reuses_and_stops_the_embedded_server(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an ordinary user")
-def test_serve_runs_as_an_ordinary_user(tmp_path, pg_cluster):
-    # pg_cluster: its start as root has made the interpreter's prefix traversable to others.
-    pwd.getpwnam("nobody")
-    data_dir = tmp_path / "nobody-data"
+def test_serve_runs_as_an_ordinary_user(data_dir):
+    # data_dir's parents are searchable by others (see conftest), and nobody owns data_dir.
     data_dir.mkdir()
     os.chown(data_dir, pwd.getpwnam("nobody").pw_uid, -1)
-    for parent in data_dir.parents:
-        parent.chmod(parent.stat().st_mode | 0o005)
     port = free_port()
     process = start_serve(data_dir, port, user="nobody")
     assert wait_healthy(process, port)["schema_version"] == LATEST
@@ -134,8 +129,7 @@ def test_unreachable_database_url_is_one_clear_line(args):
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
 
 
-def test_serve_with_several_workers_shares_one_database_and_stops_cleanly(tmp_path):
-    data_dir = tmp_path / "data"
+def test_serve_with_several_workers_shares_one_database_and_stops_cleanly(data_dir):
     port = free_port()
     command = [sys.executable, "-m", "genstudio", "serve", "--port", str(port), "--workers", "2"]
     process = subprocess.Popen(command, env=clean_env(GENSTUDIO_DATA_DIR=str(data_dir)),

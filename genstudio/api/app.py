@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from genstudio import __version__
 from genstudio.background import running_services
@@ -13,6 +14,7 @@ from genstudio.api import auth, events, feed, files, health, webhooks, workflows
 from genstudio.api.errors import install_error_handlers
 from genstudio.events.hub import shared_hub
 from genstudio.api.jobs import job_router
+from genstudio.api.last_resort import LastResortErrors
 from genstudio.api.limits import RequestBodyLimits
 from genstudio.api.session import csrf_key
 from genstudio.auth.ratelimit import LoginRateLimiter
@@ -28,7 +30,8 @@ from genstudio.web import install_web
 
 def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    db = Database(conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    db = Database(conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
+                  timeout=settings.pool_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,20 +48,25 @@ def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
         finally:
             await db.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc with their assets served from here (the fastapi-offline package ships
+    # them), not from a CDN: the docs work on a studio network without internet.
+    app = FastAPIOffline(
         title="genstudio",
         version=__version__,
         summary="Job store and API for generative-AI studios running ComfyUI workflows.",
         lifespan=lifespan,
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
-        redoc_url=None,
+        redoc_url="/api/redoc",
+        static_url="/api/docs-assets",
+        favicon_url="/api/docs-assets/favicon.png",
     )
     app.state.db = db
     app.state.settings = settings
     app.include_router(health.router)
     _add_jobs_api(app, settings)
     install_web(app)
+    app.add_middleware(LastResortErrors)  # added last: the outermost, catching what the others raise
     return app
 
 

@@ -34,6 +34,7 @@ from genstudio.jobs.errors import (
     InvalidRequest,
     InvalidTransition,
     JobNotFound,
+    JobRecordedDifferently,
     NotJobOwner,
 )
 
@@ -47,6 +48,7 @@ STATUS_OF: dict[type[Exception], int] = {
     NotJobOwner: 403,
     InvalidTransition: 409,
     ComfyJobIdTaken: 409,
+    JobRecordedDifferently: 409,
     InvalidCursor: 400,
     InvalidRequest: 422,
     WebhookNotFound: 404,

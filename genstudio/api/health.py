@@ -1,4 +1,4 @@
-"""`/api/healthz`: is the database reachable, and at which schema version."""
+"""`/api/healthz`: can the database take writes, and is it at the schema version this code expects."""
 
 from __future__ import annotations
 
@@ -16,16 +16,24 @@ EXPECTED_VERSION = load_migrations()[-1].version
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/healthz", summary="Database reachability and schema version")
+def _what_failed(exc: Exception) -> str:
+    # The server answered with an SQLSTATE (read-only, disk full, ...): reached, but not writable.
+    return "not writable" if getattr(exc, "sqlstate", None) else "unreachable"
+
+
+@router.get("/api/healthz", summary="Whether the database takes writes, and its schema version")
 async def healthz(request: Request) -> JSONResponse:
     db = request.app.state.db
     try:
         async with db.as_owner() as conn:
             row = await (await conn.execute(QUERIES["schema_version"])).fetchone()
+            # Reachable is not enough: a full disk or a read-only database still answers reads.
+            await conn.execute(QUERIES["create_write_probe"])
+            await conn.execute(QUERIES["write_probe"])
     except (psycopg.Error, PoolTimeout) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return JSONResponse(
-            {"status": "unavailable", "database": "unreachable", "error": reason,
+            {"status": "unavailable", "database": _what_failed(exc), "error": reason,
              "schema_version": None, "expected_schema_version": EXPECTED_VERSION},
             status_code=503,
         )

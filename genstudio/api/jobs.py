@@ -75,9 +75,10 @@ def job_router(t: OutputType) -> APIRouter:
     one = {"model": models.response}
     router = APIRouter(prefix=f"/api/{t.path}", tags=[f"{t.name} jobs"], responses=ERROR_RESPONSES)
 
-    @router.post("", status_code=201, summary=f"Record a {t.name} job",
+    @router.post("", status_code=201, summary=f"Record {t.with_article} job",
                  responses={201: one, 200: {**one, "description": "This comfy_job_id was already recorded by you"},
-                            409: {"description": "This comfy_job_id belongs to another user's job"}})
+                            409: {"description": "This comfy_job_id belongs to another user's job, or you "
+                                                   "recorded it with other values"}})
     async def create(payload: models.create, request: Request, claims: Claims) -> Response:
         job, created = await service.create(request.app.state.db.per_statement_as_user(claims), payload)
         return json_response(envelope(t.item_key, job), 201 if created else 200)
@@ -96,7 +97,7 @@ def job_router(t: OutputType) -> APIRouter:
             response.headers["Preference-Applied"] = f"count={count}"
         return response
 
-    @router.get("/by-comfy-id/{comfy_job_id}", summary=f"A {t.name} job by its ComfyUI prompt id",
+    @router.get("/by-comfy-id/{comfy_job_id}", summary=f"{t.with_article.capitalize()} job by its ComfyUI prompt id",
                 responses={200: one})
     async def get_by_comfy_id(request: Request, claims: Claims,
                               comfy_job_id: Annotated[str, Path(max_length=200)]) -> Response:
@@ -108,14 +109,14 @@ def job_router(t: OutputType) -> APIRouter:
         job = await service.get(request.app.state.db.per_statement_as_user(claims), job_id)
         return json_response(envelope(t.item_key, job))
 
-    @router.put("/{job_id}", summary=f"Report a {t.name} job's progress, or change its visibility",
+    @router.put("/{job_id}", summary=f"Report {t.with_article} job's progress, or change its visibility",
                 responses={200: one, 403: {"description": "Not your job"}, 409: {"description": "Not allowed now"}})
     async def update(payload: models.update, request: Request, claims: Claims, job_id: JobId) -> Response:
         async with request.app.state.db.as_user(claims) as conn:
             job = await service.update(conn, job_id, payload)
         return json_response(envelope(t.item_key, job))
 
-    @router.put("/{job_id}/complete", summary=f"Report a {t.name} job's final state",
+    @router.put("/{job_id}/complete", summary=f"Report {t.with_article} job's final state",
                 responses={200: one, 403: {"description": "Not your job"},
                            409: {"description": "Already in another final state"}})
     async def complete(payload: models.complete, request: Request, claims: Claims, job_id: JobId) -> Response:
@@ -123,14 +124,14 @@ def job_router(t: OutputType) -> APIRouter:
             job = await service.complete(conn, job_id, payload)
         return json_response(envelope(t.item_key, job))
 
-    @router.post("/{job_id}/cancel", summary=f"Cancel a {t.name} job",
+    @router.post("/{job_id}/cancel", summary=f"Cancel {t.with_article} job",
                  responses={200: one, 403: {"description": "Not your job"}, 409: {"description": "Already ended"}})
     async def cancel(request: Request, claims: Claims, job_id: JobId) -> Response:
         async with request.app.state.db.as_user(claims) as conn:
             job = await service.cancel(conn, job_id)
         return json_response(envelope(t.item_key, job))
 
-    @router.delete("/{job_id}", summary=f"Delete a {t.name} job",
+    @router.delete("/{job_id}", summary=f"Delete {t.with_article} job",
                    responses={200: {"description": "Deleted"}, 403: {"description": "Not your job"}})
     async def delete(request: Request, claims: Claims, job_id: JobId) -> Response:
         await service.delete(request.app.state.db.per_statement_as_user(claims), job_id)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from genstudio.auth.errors import AccountExists, InvalidCredentials
+from genstudio.auth.errors import AccountExists, InvalidCredentials, NoSuchAccount
 from genstudio.db.queries import load_queries
 
 QUERIES = load_queries("accounts")
@@ -34,10 +35,23 @@ def normalise_email(email: str) -> str:
     return email
 
 
-async def add_account(conn: psycopg.AsyncConnection, email: str, password: str) -> Account:
+@dataclass(frozen=True)
+class AccountSummary:
+    id: uuid.UUID
+    email: str | None
+    created_at: datetime
+    last_sign_in_at: datetime | None
+    jobs: int
+
+
+def check_password(password: str, min_length: int) -> None:
+    if len(password) < min_length:
+        raise ValueError(f"the password must be at least {min_length} characters long (GENSTUDIO_MIN_PASSWORD_LENGTH)")
+
+
+async def add_account(conn: psycopg.AsyncConnection, email: str, password: str, *, min_length: int = 12) -> Account:
     email = normalise_email(email)
-    if not password:
-        raise ValueError("the password must not be empty")
+    check_password(password, min_length)
     password_hash = await asyncio.to_thread(_hasher.hash, password)
     try:
         async with conn.transaction():
@@ -45,6 +59,29 @@ async def add_account(conn: psycopg.AsyncConnection, email: str, password: str) 
             row = await cur.fetchone()
     except psycopg.errors.UniqueViolation:
         raise AccountExists(f"an account for {email} already exists") from None
+    return Account(_column(row, "id"), email)
+
+
+async def list_accounts(conn: psycopg.AsyncConnection) -> list[AccountSummary]:
+    cur = await conn.execute(QUERIES["list_users"])
+    return [AccountSummary(*row) if not isinstance(row, dict) else AccountSummary(**row) for row in await cur.fetchall()]
+
+
+async def set_password(conn: psycopg.AsyncConnection, email: str, password: str, *, min_length: int = 12) -> Account:
+    email = normalise_email(email)
+    check_password(password, min_length)
+    password_hash = await asyncio.to_thread(_hasher.hash, password)
+    row = await (await conn.execute(QUERIES["set_password"], {"email": email, "password_hash": password_hash})).fetchone()
+    if row is None:
+        raise NoSuchAccount(f"no account for {email}")
+    return Account(_column(row, "id"), email)
+
+
+async def delete_account(conn: psycopg.AsyncConnection, email: str) -> Account:
+    email = normalise_email(email)
+    row = await (await conn.execute(QUERIES["delete_user"], {"email": email})).fetchone()
+    if row is None:
+        raise NoSuchAccount(f"no account for {email}")
     return Account(_column(row, "id"), email)
 
 

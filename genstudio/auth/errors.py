@@ -33,3 +33,7 @@ class AccountExists(AuthError):
 
 class CsrfRejected(AuthError):
     """A cookie-authenticated unsafe request without this session's CSRF token, or from another site."""
+
+
+class NoSuchAccount(AuthError):
+    """`genstudio user passwd|delete` for an email without an account."""

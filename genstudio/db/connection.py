@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from genstudio.config import Settings
-from genstudio.db.embedded import EmbeddedPostgres
+from genstudio.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 
 class DatabaseUnreachable(Exception):
@@ -37,15 +37,27 @@ def check_reachable(conninfo: str, timeout_seconds: int = 5) -> None:
 
 
 @contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """Yield a conninfo for the configured database, running the embedded one if needed."""
+def database(settings: Settings, *, on_embedded_failure: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Yield a conninfo for the configured database, running the embedded one if needed.
+
+    Long-running commands pass `on_embedded_failure`: the embedded server is then restarted
+    whenever it dies, and the callback gets one line if it cannot be.
+    """
     if settings.database_url:
         check_reachable(settings.database_url)
         yield settings.database_url
         return
     server = EmbeddedPostgres(settings.embedded_pgdata)
     try:
-        conninfo = server.start()
+        try:
+            conninfo = server.start()
+        except EmbeddedPostgresError as exc:
+            raise DatabaseUnreachable(str(exc)) from None
+        if on_embedded_failure is not None:
+            server.watch(on_embedded_failure)
         yield conninfo
     finally:
-        server.stop()
+        try:
+            server.stop()
+        except EmbeddedPostgresError as exc:
+            raise DatabaseUnreachable(str(exc)) from None

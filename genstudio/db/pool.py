@@ -69,12 +69,15 @@ class StatementsAsUser:
 
 
 class Database:
-    def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 16):
+    def __init__(self, conninfo: str, *, min_size: int = 2, max_size: int = 16, timeout: float = 5.0):
         self.conninfo = conninfo
+        # `timeout`: how long a request waits for a connection before failing (a 503), so that
+        # with the database down requests fail in seconds rather than psycopg's default 30 s.
         self.pool = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
+            timeout=timeout,
             open=False,
             kwargs={"autocommit": True, "row_factory": dict_row},
         )

@@ -29,6 +29,10 @@ class ComfyJobIdTaken(JobError):
     """Another user's job already records this ComfyUI prompt id."""
 
 
+class JobRecordedDifferently(JobError):
+    """The caller re-posted its own comfy_job_id with other values: not a retry."""
+
+
 class InvalidCursor(JobError):
     """A pagination cursor that this server did not issue, or that was altered."""
 

@@ -128,7 +128,7 @@ def _create_model(t: OutputType, prefix: str) -> type[BaseModel]:
     }
     fields.update({c: _optional(c) for c in create_columns(t)})
     return create_model(f"Create{prefix}JobPayload", __config__=_STRICT,
-                        __doc__=f"Records a {t.name} job; it starts `pending`.", **fields)
+                        __doc__=f"Records {t.with_article} job; it starts `pending`.", **fields)
 
 
 def _update_model(prefix: str) -> type[BaseModel]:

@@ -53,6 +53,11 @@ class OutputType:
         return {**COMMON_COLUMNS, **self.own_columns}
 
     @property
+    def with_article(self) -> str:
+        """"an image", "a video": for sentences about one job of this type."""
+        return f"{'an' if self.name[0] in 'aeiou' else 'a'} {self.name}"
+
+    @property
     def item_key(self) -> str:
         """The response key for one job, as the guide names it: `video_job`."""
         return f"{self.name}_job"

@@ -19,7 +19,14 @@ from pydantic import BaseModel
 
 from genstudio.db.queries import load_queries
 from genstudio.jobs.cursor import Cursor
-from genstudio.jobs.errors import ComfyJobIdTaken, InvalidRequest, InvalidTransition, JobNotFound, NotJobOwner
+from genstudio.jobs.errors import (
+    ComfyJobIdTaken,
+    InvalidRequest,
+    InvalidTransition,
+    JobNotFound,
+    JobRecordedDifferently,
+    NotJobOwner,
+)
 from genstudio.jobs.models import create_columns, result_columns, shown_columns
 from genstudio.jobs.output_types import FINAL_STATUSES, OutputType
 
@@ -204,16 +211,35 @@ class JobService:
     async def create(self, conn: psycopg.AsyncConnection, payload: BaseModel) -> tuple[str, bool]:
         """Record a job for the caller; returns its JSON and whether it is new.
 
-        Recording a `comfy_job_id` the caller already recorded returns that job unchanged, so
-        a client may retry a create whose answer it lost."""
-        row = await self._run(conn, self.insert_statement(payload))
+        Recording a `comfy_job_id` the caller already recorded with the same values returns
+        that job unchanged, so a client may retry a create whose answer it lost; different
+        values are a conflict, named field by field."""
+        statement = self.insert_statement(payload)
+        row = await self._run(conn, statement)
         if row is not None:
             return row["job"], True
         comfy_job_id = payload.comfy_job_id
         own = await self._one(conn, "get_own_by_comfy_id", {"comfy_job_id": comfy_job_id})
         if own is None:
             raise ComfyJobIdTaken(f"comfy_job_id {comfy_job_id!r} is already recorded by another user's job")
+        # Only what the re-post states: a field left out is not a different value.
+        stated = tuple(c for c in self._create_columns if c in payload.model_fields_set and c != "comfy_job_id")
+        differing = await self._differing(conn, stated, statement[1]) if stated else []
+        if differing:
+            raise JobRecordedDifferently(
+                f"comfy_job_id {comfy_job_id!r} is already recorded for your {self.type.name} job with other values "
+                f"for {', '.join(differing)}; re-post the same values to get that job, or use a new comfy_job_id "
+                "for a new one")
         return own["job"], False
+
+    async def _differing(self, conn: psycopg.AsyncConnection, columns: tuple[str, ...], params: dict) -> list[str]:
+        differences = sql.SQL(", ").join(
+            sql.SQL("CASE WHEN j.{c} IS DISTINCT FROM {p} THEN {name} END").format(
+                c=sql.Identifier(c), p=sql.Placeholder(c), name=sql.Literal(c))
+            for c in columns)
+        query = sql.SQL(QUERIES["differing_create_values"]).format(differences=differences, **self._fields)
+        row = await (await conn.execute(query, params)).fetchone()
+        return list(row["differing"]) if row else []
 
     async def get(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> str:
         row = await self._one(conn, "get", {"id": job_id})

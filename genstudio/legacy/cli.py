@@ -16,13 +16,14 @@ from genstudio.config import get_settings
 from genstudio.db.connection import DatabaseUnreachable, database
 from genstudio.db.migrator import MigrationError
 from genstudio.legacy.install import LegacyError, operator_script
-from genstudio.legacy.maps import read_user_map, read_workflow_map
+from genstudio.legacy.maps import parse_status_map, read_user_map, read_workflow_map
 from genstudio.legacy.migration import BATCH_SIZE, LegacyMigration, Plan, VerifyReport
 
 legacy_app = typer.Typer(
     help="Migrate multitalk_jobs, style_transfers, edited_images and datasets into the job tables "
     "(plan → follow → run → verify → archive). See docs/legacy-migration.md.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -46,15 +47,24 @@ def _migration() -> Iterator[LegacyMigration]:
         _fail(f"database error, nothing from the failed transaction was kept: {' '.join(str(exc).split())}")
 
 
+STATUS_MAP_HELP = ("Migrate statuses the mapping does not know, e.g. queued=pending,NULL=failed (NULL: a missing "
+                   "status), without editing the legacy tables.")
+
+
 @legacy_app.command()
 def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (every anomaly).")] = False,
     limit: Annotated[int, typer.Option(help="Anomalies listed per kind in text output (0: all).")] = 20,
     expiring_within: Annotated[str, typer.Option(help="Report signed URLs that expire within this interval.")] = "7 days",
+    status_map: Annotated[str | None, typer.Option(help=STATUS_MAP_HELP + " Previews it; `run` stores it.")] = None,
 ) -> None:
     """What exists, how many rows go where, and every anomaly with its row's key and reason."""
+    try:
+        statuses = parse_status_map(status_map) if status_map else None
+    except LegacyError as exc:
+        _fail(str(exc))
     with _migration() as migration:
-        result = migration.plan(expiring_within)
+        result = migration.plan(expiring_within, statuses)
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
     else:
@@ -71,6 +81,9 @@ def _print_plan(plan: Plan, limit: int) -> None:
     for absent in plan.absent:
         typer.echo(f"  {absent:<28} absent")
     typer.echo(f"follow triggers: {', '.join(plan.followed_tables) or 'off'}")
+    if plan.status_map:
+        typer.echo("status map: " + ", ".join(f"{'NULL' if legacy is None else legacy}={status} ({rows} rows)"
+                                             for legacy, status, rows in plan.status_map))
     typer.echo(f"anomalies: {len(plan.anomalies)}")
     by_kind: dict[str, list] = {}
     for a in plan.anomalies:
@@ -92,17 +105,19 @@ def run(
     workflow_map: Annotated[Path | None, typer.Option(help="CSV: legacy_table,column,pattern,workflow_name.")] = None,
     style_transfer_comfy_url: Annotated[str | None, typer.Option(
         help="The ComfyUI server style_transfers ran on (the table never recorded it).")] = None,
+    status_map: Annotated[str | None, typer.Option(help=STATUS_MAP_HELP + " Stored: follow and verify use it too.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Copy the legacy rows not yet copied, in key-ordered batches; safe to run again or resume."""
     try:
         users = read_user_map(user_map) if user_map else None
         workflows = read_workflow_map(workflow_map) if workflow_map else None
+        statuses = parse_status_map(status_map) if status_map else None
     except LegacyError as exc:
         _fail(str(exc))
     with _migration() as migration:
         report = migration.run(batch_size=batch_size, user_map=users, workflow_map=workflows,
-                               style_transfer_comfy_url=style_transfer_comfy_url, dry_run=dry_run,
+                               style_transfer_comfy_url=style_transfer_comfy_url, status_map=statuses, dry_run=dry_run,
                                progress=progress and sys.stderr.isatty())
     verb = "would copy" if report.dry_run else "copied"
     total = sum(report.copied.values())

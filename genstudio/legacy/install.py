@@ -237,6 +237,8 @@ def operator_script() -> str:
         "-- and/or genstudio_legacy.user_map_key (legacy_table, legacy_id, user_id); by default",
         "-- migrated jobs have no owner. Workflow names: genstudio_legacy.workflow_map",
         "-- (position, legacy_table, column_name, pattern, workflow_name), first regex match wins.",
+        "-- Unknown statuses: genstudio_legacy.status_map (legacy_status, status); NULL legacy_status",
+        "-- stands for a missing one, e.g. INSERT INTO genstudio_legacy.status_map VALUES ('queued', 'pending').",
         "BEGIN;",
         f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY});",
         schema_sql().strip(),

@@ -8,6 +8,9 @@ User map — columns `user_id` and either `user_ip`, or `legacy_table` + `legacy
     10.0.0.1,,,6f1c…            every style transfer / edit from this IP
     ,multitalk_jobs,abc-123,6f1c…    one legacy row (wins over its IP)
 
+Status map — not a file but `--status-map queued=pending,NULL=failed`: statuses rule 4 does not
+know (`NULL` for a missing one) and the status to migrate them with.
+
 Workflow map — `legacy_table,column,pattern,workflow_name`; `pattern` is a PostgreSQL regular
 expression matched against the legacy column's text; the first matching line wins:
 
@@ -24,6 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genstudio.legacy.install import SOURCES, LegacyError
+
+# The legacy statuses rule 4 maps by itself (genstudio_legacy.job_status): not for a status map.
+KNOWN_LEGACY_STATUSES = {"submitted": "pending", "pending": "pending", "processing": "processing",
+                         "completed": "completed", "error": "failed", "failed": "failed", "cancelled": "cancelled"}
+STATUSES = tuple(dict.fromkeys(KNOWN_LEGACY_STATUSES.values()))  # the job statuses
 
 
 class MapFileError(LegacyError):
@@ -105,3 +113,21 @@ def read_workflow_map(path: Path) -> list[WorkflowRule]:
                 raise MapFileError(f"{path}:{line}: {name} is empty")
         rules.append(WorkflowRule(row["legacy_table"], row["column"], row["pattern"], row["workflow_name"]))
     return rules
+
+
+def parse_status_map(text: str) -> dict[str | None, str]:
+    """`queued=pending,NULL=failed` -> {"queued": "pending", None: "failed"}."""
+    result: dict[str | None, str] = {}
+    for item in text.split(","):
+        legacy, equals, status = (part.strip() for part in item.partition("="))
+        if not equals:
+            raise MapFileError(f"--status-map: {item.strip()!r} is not LEGACY=STATUS (e.g. queued=pending)")
+        if status not in STATUSES:
+            raise MapFileError(f"--status-map: {status!r} is not a job status ({', '.join(STATUSES)})")
+        key = None if legacy == "NULL" else legacy
+        if key in KNOWN_LEGACY_STATUSES:
+            raise MapFileError(f"--status-map: {legacy!r} needs no mapping, it becomes "
+                               f"{KNOWN_LEGACY_STATUSES[key]!r} (docs/legacy-migration.md, rule 4)")
+        if result.setdefault(key, status) != status:
+            raise MapFileError(f"--status-map: {legacy} is mapped twice")
+    return result

@@ -73,12 +73,16 @@ class Plan:
     absent: list[str]
     followed_tables: list[str]
     anomalies: list[Anomaly]
+    # The operator's status map in effect: (legacy status or None for a missing one, status, rows it maps)
+    status_map: list[tuple[str | None, str, int]] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {
             "sources": [vars(s) for s in self.sources],
             "absent": self.absent,
             "followed_tables": self.followed_tables,
+            "status_map": [{"legacy_status": legacy, "status": status, "rows": rows}
+                           for legacy, status, rows in self.status_map],
             "anomalies": [vars(a) for a in self.anomalies],
         }
 
@@ -170,12 +174,15 @@ class LegacyMigration:
 
     # ---- plan -------------------------------------------------------------------------
 
-    def plan(self, expiry_window: str = "7 days") -> Plan:
+    def plan(self, expiry_window: str = "7 days", status_map: dict[str | None, str] | None = None) -> Plan:
+        """What `run` would do; with `status_map`, as if `run --status-map` had stored it."""
         with self._connect() as conn, conn.transaction(force_rollback=True):
             # Read-only: the mapping is installed in this transaction if it is not yet, and
-            # rolled back with it.
+            # rolled back with it (as is a status map given to preview).
             sources = self._sources(conn)
             inst.install(conn, sources)
+            if status_map is not None:
+                self._store_status_map(conn, status_map)
             try:
                 conn.execute("SELECT set_config('genstudio_legacy.expiry_window', %s, true), %s::interval",
                              (expiry_window, expiry_window))
@@ -210,10 +217,12 @@ class LegacyMigration:
                 anomalies.append(Anomaly(table, table, "unknown_columns",
                                          f"columns the mapping does not know: {', '.join(columns)} "
                                          "(kept under parameters.legacy, not mapped to a column)"))
-            kinds = ["unknown_status", "unknown_columns", "completed_without_output", "comfy_id_collision",
+            kinds = ["unknown_status", "unknown_columns", "completed_without_output", "completed_before_submitted",
+                     "comfy_id_collision",
                      "image_in_multitalk", "empty_url", "signed_url", "missing_created_at"]
             anomalies.sort(key=lambda a: (kinds.index(a.kind) if a.kind in kinds else len(kinds), a.source, a.key))
-            return Plan(plans, [s for s in SOURCES if s not in sources], inst.followed_tables(conn), anomalies)
+            return Plan(plans, [s for s in SOURCES if s not in sources], inst.followed_tables(conn), anomalies,
+                        self._status_map_use(conn, sources))
 
     # ---- run --------------------------------------------------------------------------
 
@@ -224,6 +233,7 @@ class LegacyMigration:
         user_map: UserMap | None = None,
         workflow_map: list[WorkflowRule] | None = None,
         style_transfer_comfy_url: str | None = None,
+        status_map: dict[str | None, str] | None = None,
         dry_run: bool = False,
         progress: bool = True,
     ) -> RunReport:
@@ -235,6 +245,8 @@ class LegacyMigration:
             def prepare() -> None:
                 inst.install(conn, sources)
                 self._store_maps(conn, sources, user_map, workflow_map, style_transfer_comfy_url)
+                if status_map is not None:
+                    self._store_status_map(conn, status_map)
 
             self._retrying(conn, prepare)
             before = self._copied_counts(conn)
@@ -414,6 +426,25 @@ class LegacyMigration:
             conn.execute(
                 "INSERT INTO genstudio_legacy.options VALUES ('style_transfers_comfy_url', %s) "
                 "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (comfy_url,))
+
+    @staticmethod
+    def _store_status_map(conn: psycopg.Connection, status_map: dict[str | None, str]) -> None:
+        """Replaces the stored map; the mapping views (so run, follow and verify) read it."""
+        conn.execute("DELETE FROM genstudio_legacy.status_map")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO genstudio_legacy.status_map VALUES (%s, %s)", list(status_map.items()))
+
+    @staticmethod
+    def _status_map_use(conn: psycopg.Connection, sources: dict[str, SourceTable]) -> list[tuple[str | None, str, int]]:
+        """Each stored status-map entry with the number of legacy rows it maps."""
+        counted = " UNION ALL ".join(
+            f"SELECT legacy_status::text FROM genstudio_legacy.{source}_mapped"
+            for source in SOURCES if source in sources and source != "datasets")
+        return [(legacy, status, rows) for legacy, status, rows in conn.execute(
+            "SELECT m.legacy_status, m.status, "
+            f"(SELECT count(*) FROM ({counted or 'SELECT NULL::text AS legacy_status WHERE false'}) r "
+            "  WHERE r.legacy_status IS NOT DISTINCT FROM m.legacy_status) "
+            "FROM genstudio_legacy.status_map m ORDER BY m.legacy_status NULLS LAST")]
 
     # ---- verify -----------------------------------------------------------------------
 

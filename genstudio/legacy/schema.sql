@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS genstudio_legacy.workflow_map (
     workflow_name text NOT NULL
 );
 
+-- Statuses rule 4 does not know, mapped by the operator (`run --status-map queued=pending,NULL=failed`)
+-- so that such rows can be migrated without editing the legacy tables; legacy_status NULL stands
+-- for a missing status. Consulted only for rows whose status rule 4 does not know.
+CREATE TABLE IF NOT EXISTS genstudio_legacy.status_map (
+    legacy_status text,
+    status        text NOT NULL CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'cancelled'))
+);
+
 -- Which mapping view feeds which target table; filled by the install of each present source.
 CREATE TABLE IF NOT EXISTS genstudio_legacy.routes (
     source       text NOT NULL,
@@ -109,6 +117,15 @@ CREATE OR REPLACE FUNCTION genstudio_legacy.job_status(legacy text) RETURNS text
         WHEN 'failed'     THEN 'failed'
         WHEN 'cancelled'  THEN 'cancelled'
     END $$;
+
+-- The status a legacy row is migrated with: rule 4, then the operator's status map for what
+-- rule 4 does not know. The map's subquery runs only for those rows (coalesce stops at the
+-- first non-NULL), so the common case costs what job_status costs.
+CREATE OR REPLACE FUNCTION genstudio_legacy.mapped_status(legacy text) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT coalesce(genstudio_legacy.job_status(legacy),
+                          (SELECT m.status FROM genstudio_legacy.status_map m
+                            WHERE m.legacy_status IS NOT DISTINCT FROM legacy)) $$;
 
 -- A URL array from single values: no NULL and no '' elements, and NULL rather than an empty
 -- or `{NULL}` array (the guide's `ARRAY[video_url]` makes `{NULL}` for every unfinished job).

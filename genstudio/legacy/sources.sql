@@ -42,7 +42,9 @@ SELECT m.job_id AS source_key,
        m.timestamp_submitted AS created_at,
        NULL::timestamptz AS started_at,
        CASE WHEN s.status IN ('completed', 'failed') THEN m.timestamp_completed END AS completed_at,
-       CASE WHEN s.status IN ('completed', 'failed')
+       -- NULL, not negative, for a row completed before it was submitted (clock skew between
+       -- machines): both timestamps are kept as they are, and plan reports the row.
+       CASE WHEN s.status IN ('completed', 'failed') AND m.timestamp_completed >= m.timestamp_submitted
             THEN round(extract(epoch FROM m.timestamp_completed - m.timestamp_submitted))::integer END AS processing_time_seconds,
        genstudio_legacy.url_array(m.image_filename) AS input_image_urls,
        genstudio_legacy.url_array(m.audio_filename) AS input_audio_urls,
@@ -65,7 +67,7 @@ SELECT m.job_id AS source_key,
        m.error_message,
        coalesce(m.updated_at, m.timestamp_submitted) AS updated_at
   FROM @source_table@ m
- CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(m.status) AS status,
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.mapped_status(m.status) AS status,
                             genstudio_legacy.output_kind(m.filename, m.video_url) AS kind) k
  CROSS JOIN LATERAL (SELECT k.status, k.kind, CASE k.kind WHEN 'image' THEN 'img2img' ELSE 'lipsync-one' END AS default_workflow,
                             jsonb_build_object('job_id', m.job_id, 'created_at', m.created_at, 'updated_at', m.updated_at)
@@ -104,6 +106,14 @@ SELECT 'multitalk_jobs'::text AS source, legacy_id, 'unknown_status'::text AS ki
 UNION ALL
 SELECT 'multitalk_jobs', legacy_id, 'completed_without_output', 'status completed but no video_url'
   FROM genstudio_legacy.multitalk_jobs_mapped WHERE status = 'completed' AND output_video_urls IS NULL
+UNION ALL
+SELECT 'multitalk_jobs', m.job_id::text, 'completed_before_submitted',
+       format('timestamp_completed %s is %s before timestamp_submitted %s (clock skew?); both are kept, '
+              'processing_time_seconds is NULL', m.timestamp_completed, m.timestamp_submitted - m.timestamp_completed,
+              m.timestamp_submitted)
+  FROM @source_table@ m
+ WHERE m.timestamp_completed < m.timestamp_submitted
+   AND genstudio_legacy.mapped_status(m.status) IN ('completed', 'failed')
 UNION ALL
 SELECT 'multitalk_jobs', legacy_id, 'image_in_multitalk',
        format('the result is an image (%s), so it goes to image_jobs as %s, not to video_jobs',
@@ -163,7 +173,7 @@ SELECT t.id AS source_key,
        t.user_ip,
        coalesce(t.updated_at, t.created_at, timestamptz 'epoch') AS updated_at
   FROM @source_table@ t
- CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(t.status) AS status) s;
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.mapped_status(t.status) AS status) s;
 
 CREATE VIEW genstudio_legacy.style_transfers_to_image_jobs AS
 SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,
@@ -236,7 +246,7 @@ SELECT e.id AS source_key,
        e.user_ip,
        coalesce(e.created_at, timestamptz 'epoch') AS updated_at
   FROM @source_table@ e
- CROSS JOIN LATERAL (SELECT genstudio_legacy.job_status(e.status) AS status) s;
+ CROSS JOIN LATERAL (SELECT genstudio_legacy.mapped_status(e.status) AS status) s;
 
 CREATE VIEW genstudio_legacy.edited_images_to_image_jobs AS
 SELECT source_key, legacy_table, legacy_id, user_id, workflow_name, status, created_at, started_at, completed_at,

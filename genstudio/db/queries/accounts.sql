@@ -14,3 +14,21 @@ SET last_sign_in_at = now(),
     encrypted_password = coalesce(%(new_hash)s, encrypted_password),
     updated_at = now()
 WHERE id = %(id)s
+
+-- name: list_users
+SELECT u.id, u.email, u.created_at, u.last_sign_in_at,
+       (SELECT count(*) FROM public.video_jobs j WHERE j.user_id = u.id)
+     + (SELECT count(*) FROM public.image_jobs j WHERE j.user_id = u.id)
+     + (SELECT count(*) FROM public.text_jobs j WHERE j.user_id = u.id) AS jobs
+FROM auth.users u
+ORDER BY u.email NULLS LAST, u.created_at
+
+-- name: delete_user
+-- The job tables reference auth.users ON DELETE CASCADE (as the guide defines them): the
+-- account's jobs go with it, which is why the CLI asks for that explicitly.
+DELETE FROM auth.users WHERE email = %(email)s RETURNING id
+
+-- name: set_password
+UPDATE auth.users SET encrypted_password = %(password_hash)s, updated_at = now()
+WHERE email = %(email)s
+RETURNING id

@@ -147,3 +147,11 @@ j.status = %(status)s
 
 -- name: filter_before_cursor
 (j.created_at, j.id) < (%(cursor_created_at)s, %(cursor_id)s)
+
+-- name: differing_create_values
+-- Which of the re-posted values differ from those of the caller's job with this comfy_job_id
+-- (the array holds one CASE per re-posted column, yielding its name when the value differs):
+-- a re-post that changes them is a conflict, not a retry.
+SELECT array_remove(ARRAY[{differences}]::text[], NULL) AS differing
+FROM {table} j
+WHERE j.comfy_job_id = %(comfy_job_id)s AND j.user_id = (SELECT auth.uid())
