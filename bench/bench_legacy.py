@@ -17,6 +17,7 @@ leaves datasets behind, which only flatters it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -109,6 +110,7 @@ def main() -> None:
         bench(args.admin_url, args.rows, args.batch_size)
         return
     with tempfile.TemporaryDirectory(prefix="genstudio-bench-") as tmp:
+        os.chmod(tmp, 0o711)  # as root the server's account must reach its data (README: as root)
         server = EmbeddedPostgres(Path(tmp) / "data")
         server.start()
         try:

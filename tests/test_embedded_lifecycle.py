@@ -9,7 +9,10 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -155,7 +158,7 @@ def test_as_root_the_default_data_dir_is_var_lib_genstudio(tmp_path):
 
 @root_only
 def test_as_root_serve_widens_no_permission_and_says_what_it_created(server_tmp):
-    base = Path(__import__("tempfile").mkdtemp(dir=server_tmp, prefix="root-"))
+    base = Path(tempfile.mkdtemp(dir=server_tmp, prefix="root-"))
     base.chmod(0o711)
     opt = base / "opt"
     opt.mkdir(mode=0o711)  # searchable, not listable: enough for the server's account
@@ -179,7 +182,7 @@ def test_as_root_serve_widens_no_permission_and_says_what_it_created(server_tmp)
 
 @root_only
 def test_as_root_an_unreachable_data_dir_is_one_line_and_nothing_changes(server_tmp):
-    base = Path(__import__("tempfile").mkdtemp(dir=server_tmp, prefix="root-"))
+    base = Path(tempfile.mkdtemp(dir=server_tmp, prefix="root-"))
     base.chmod(0o711)
     home = base / "home"
     home.mkdir(mode=0o700)  # like /root
@@ -194,3 +197,58 @@ def test_as_root_an_unreachable_data_dir_is_one_line_and_nothing_changes(server_
     assert f"because {home} is not searchable by it" in lines[0]
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert list(home.iterdir()) == []
+
+
+# ---- a full disk (a small tmpfs, mounted by the test as root) ----------------------------------
+@contextmanager
+def small_disk(parent: Path, size: str) -> Iterator[Path]:
+    mount_point = Path(tempfile.mkdtemp(dir=parent, prefix="disk-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0711", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
+        mount_point.rmdir()
+
+
+def fill(disk: Path) -> None:
+    with (disk / "filler").open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+
+
+@root_only
+def test_healthz_is_not_ok_when_the_disk_is_full(server_tmp):
+    with small_disk(server_tmp, "200m") as disk:
+        port = free_port()
+        server = start_serve(disk / "data", port)
+        try:
+            wait_healthy(server, port)
+            fill(disk)
+            response = httpx.get(f"http://127.0.0.1:{port}/api/healthz", timeout=30)
+            assert response.status_code == 503, response.text
+            assert response.json()["database"] == "not writable"
+            assert "No space left on device" in response.json()["error"]
+            (disk / "filler").unlink()
+            wait_healthy(server, port, timeout=30)
+        finally:
+            server.kill()
+            server.communicate(timeout=30)
+            pid_file = disk / "data" / "postgres" / "postmaster.pid"
+            if pid_file.exists():
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+
+@root_only
+def test_a_data_dir_on_a_full_disk_is_one_line(server_tmp):
+    with small_disk(server_tmp, "1m") as disk:
+        result = subprocess.run([sys.executable, "-m", "genstudio", "db", "status"], capture_output=True, text=True,
+                                env=clean_env(GENSTUDIO_DATA_DIR=str(disk / "data")), timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"genstudio: invalid setting in the environment or .env: GENSTUDIO_DATA_DIR {disk / 'data'} cannot be used: "
+        f"the disk holding {disk} is full (1 MiB free)"]

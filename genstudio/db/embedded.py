@@ -72,24 +72,30 @@ def wheel_install_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
-def _recorded_pid(pgdata: Path) -> int | None:
+def _recorded_pid_in(lock_file: Path) -> int | None:
+    """The pid on the first line of a PostgreSQL lock file (postmaster.pid, .s.PGSQL.*.lock)."""
     try:
-        return int((Path(pgdata) / "postmaster.pid").read_text().splitlines()[0])
+        return int(lock_file.read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def postmaster_pid(pgdata: Path) -> int | None:
-    """The pid of the live postmaster of `pgdata`, or None (no pid file, or a stale one)."""
-    pid = _recorded_pid(pgdata)
+def _is_postgres(pid: int | None) -> bool:
     if pid is None:
-        return None
+        return False
     try:
         process = psutil.Process(pid)
-        # A stale pid file may name a pid since reused by an unrelated process.
-        return pid if process.name() == "postgres" and process.status() != psutil.STATUS_ZOMBIE else None
+        # A stale lock file may name a pid since reused by an unrelated process, or a killed
+        # postmaster that is still a zombie (PostgreSQL itself takes either for a live server).
+        return process.name() == "postgres" and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
-        return None
+        return False
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The pid of the live postmaster of `pgdata`, or None (no pid file, or a stale one)."""
+    pid = _recorded_pid_in(Path(pgdata) / "postmaster.pid")
+    return pid if _is_postgres(pid) else None
 
 
 def is_running(pgdata: Path) -> bool:
@@ -358,9 +364,12 @@ class EmbeddedPostgres:
         # PostgreSQL takes any live pid in a stale postmaster.pid for a running server; a
         # postmaster killed a moment ago stays a zombie until reaped. We know better (and hold
         # the start lock): that pid is no postmaster, so the file is stale.
-        if _recorded_pid(self.pgdata) is not None and not is_running(self.pgdata):
-            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        # The same holds for the lock file beside its socket.
         socket_dir = self.socket_dir
+        if not is_running(self.pgdata):
+            for lock_file in (self.pgdata / "postmaster.pid", socket_dir / f".s.PGSQL.{SOCKET_PORT}.lock"):
+                if not _is_postgres(_recorded_pid_in(lock_file)):
+                    lock_file.unlink(missing_ok=True)
         if socket_dir != self.pgdata:
             socket_dir.mkdir(mode=0o700, exist_ok=True)
             if self._account is not None:
