@@ -17,8 +17,10 @@ router = APIRouter(tags=["health"])
 
 
 def _what_failed(exc: Exception) -> str:
-    # The server answered with an SQLSTATE (read-only, disk full, ...): reached, but not writable.
-    return "not writable" if getattr(exc, "sqlstate", None) else "unreachable"
+    # A lost or refused connection (no SQLSTATE, or class 08 / 57: shut down, terminated) is
+    # unreachable; any other answer of the server (read-only, disk full, ...) is not writable.
+    sqlstate = getattr(exc, "sqlstate", None)
+    return "unreachable" if not sqlstate or sqlstate.startswith(("08", "57")) else "not writable"
 
 
 @router.get("/api/healthz", summary="Whether the database takes writes, and its schema version")
