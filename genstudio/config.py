@@ -19,7 +19,7 @@ ROOT_DATA_DIR = Path("/var/lib/genstudio")
 # A data directory with less free space than this cannot hold a database.
 MIN_FREE_BYTES = 64 * 1024 * 1024
 # GENSTUDIO_* variables read outside Settings (by the test suite), so not unknown ones.
-OTHER_VARIABLES = frozenset({"GENSTUDIO_TEST_DATABASE_URL"})
+OTHER_VARIABLES = frozenset({"GENSTUDIO_TEST_DATABASE_URL", "GENSTUDIO_TEST_COMFYUI_URL"})
 
 
 def default_data_dir() -> Path:
