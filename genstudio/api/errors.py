@@ -13,7 +13,15 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genstudio.auth.errors import CsrfRejected, InvalidCredentials, InvalidToken, LoginRateLimited, MissingToken
+from genstudio.auth.errors import (
+    AccountGone,
+    CsrfRejected,
+    InvalidCredentials,
+    InvalidToken,
+    LoginRateLimited,
+    MissingToken,
+    SigningKeysUnavailable,
+)
 from genstudio.comfy.runs import (
     IdempotencyKeyReused,
     InputFileTooLarge,
@@ -42,6 +50,8 @@ STATUS_OF: dict[type[Exception], int] = {
     MissingToken: 401,
     InvalidToken: 401,
     InvalidCredentials: 401,
+    AccountGone: 401,
+    SigningKeysUnavailable: 503,
     LoginRateLimited: 429,
     CsrfRejected: 403,
     JobNotFound: 404,
@@ -87,6 +97,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(exc, LoginRateLimited):
         headers = {"Retry-After": str(exc.retry_after_seconds)}
+    elif status == 503:
+        headers = {"Retry-After": "5"}
     return error_response(status, exc.message, headers)
 
 

@@ -37,3 +37,11 @@ class CsrfRejected(AuthError):
 
 class NoSuchAccount(AuthError):
     """`genstudio user passwd|delete` for an email without an account."""
+
+
+class AccountGone(AuthError):
+    """A valid token whose user has been deleted since it was issued."""
+
+
+class SigningKeysUnavailable(AuthError):
+    """The JWKS could not be fetched, so no asymmetric token can be checked right now."""
