@@ -103,9 +103,9 @@ PAYLOADS = {
 }
 
 COMPLETIONS = {
-    "video": {"status": "completed", "output_video_urls": ["out/v.mp4"], "comfyui_output_filename": "v.mp4",
+    "video": {"status": "completed", "output_video_urls": ["/files/video/lipsync-one/v.mp4"], "comfyui_output_filename": "v.mp4",
               "width": 640, "height": 360},
-    "image": {"status": "completed", "output_image_urls": ["out/i.png"], "comfyui_output_filename": "i.png",
+    "image": {"status": "completed", "output_image_urls": ["https://cdn.example.com/out/i.png"], "comfyui_output_filename": "i.png",
               "comfyui_output_subfolder": "img2img", "width": 512, "height": 512},
     "text": {"status": "completed", "output_text": "a brave knight", "output_data": {"tags": ["knight"]}},
 }

@@ -97,11 +97,11 @@ async def test_repeated_completion_with_other_results_is_a_conflict(api):
     job = (await api.client.post("/api/image-jobs", json=image_payload(), headers=alice.headers)).json()["image_job"]
     url = f"/api/image-jobs/{job['id']}/complete"
     assert (await api.client.put(url, json=COMPLETIONS["image"], headers=alice.headers)).status_code == 200
-    other = {**COMPLETIONS["image"], "output_image_urls": ["out/other.png"]}
+    other = {**COMPLETIONS["image"], "output_image_urls": ["https://cdn.example.com/out/other.png"]}
     r = await api.client.put(url, json=other, headers=alice.headers)
     assert r.status_code == 409 and "output_image_urls" in r.json()["error"]
     stored = (await api.client.get(f"/api/image-jobs/{job['id']}", headers=alice.headers)).json()["image_job"]
-    assert stored["output_image_urls"] == ["out/i.png"]
+    assert stored["output_image_urls"] == ["https://cdn.example.com/out/i.png"]
 
 
 async def test_complete_body_job_id_must_match_the_url(api):

@@ -8,10 +8,12 @@ OpenAPI shows them under those names.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
@@ -28,35 +30,80 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# Browsers ignore tabs and newlines inside a URL and strip leading controls and spaces, so
+# "java\tscript:" is still a script URL; none of these belongs in a URL genstudio stores.
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A URL scheme as a browser finds it: letters, digits, + . - before the first colon.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+WEB_SCHEMES = ("http", "https")
+# Where genstudio serves stored outputs itself (see genstudio/storage): relative to its origin.
+OWN_FILES_PREFIX = "/files/"
+
+
+def _http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme.lower() in WEB_SCHEMES and bool(parts.hostname)
+
+
+def _web_link(value: str) -> str:
+    # Output and thumbnail URLs are shown to everyone once a job is shared, as links and
+    # images: only http(s) and genstudio's own file paths, never javascript:, data:, ...
+    if _CONTROL_OR_SPACE.search(value) or not (_http_url(value) or value.startswith(OWN_FILES_PREFIX)):
+        raise ValueError(f"must be an http(s) URL or a path under {OWN_FILES_PREFIX} "
+                         "(no other scheme, no spaces or control characters)")
+    return value
+
+
+def _server_url(value: str) -> str:
+    if _CONTROL_OR_SPACE.search(value) or not _http_url(value):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _input_reference(value: str) -> str:
+    # Inputs are ComfyUI file names as the guide's client sends them ("cat.png", "photo.png
+    # [input]") or URLs; a scheme other than http(s) is never one of those.
+    scheme = _SCHEME.match(value.lstrip(" "))
+    if _CONTROL.search(value) or (scheme and scheme.group(1).lower() not in WEB_SCHEMES):
+        raise ValueError("must be a file name or an http(s) URL (no other scheme, no control characters)")
+    return value
+
+
 Text = Annotated[str, Field(max_length=100_000), AfterValidator(_no_nul)]
 ShortText = Annotated[str, Field(max_length=2_048), AfterValidator(_no_nul)]
 WorkflowName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
-UrlList = Annotated[list[ShortText], Field(max_length=1_000)]
-Pixels = Annotated[int, Field(ge=1, le=65_536)]
-Progress = Annotated[float, Field(ge=0, le=100)]
+WebLink = Annotated[str, Field(max_length=2_048), AfterValidator(_web_link)]
+ServerUrl = Annotated[str, Field(max_length=2_048), AfterValidator(_server_url)]
+InputReference = Annotated[str, Field(max_length=2_048), AfterValidator(_input_reference)]
+InputList = Annotated[list[InputReference], Field(max_length=1_000)]
+OutputList = Annotated[list[WebLink], Field(max_length=1_000)]
+# OpenAPI says integer / number: a JSON true is neither, and "5" is a string (strict: no coercion).
+Pixels = Annotated[int, Field(strict=True, ge=1, le=65_536)]
+Progress = Annotated[float, Field(strict=True, ge=0, le=100)]
 
 # How each column appears at the edge; shared names mean the same thing in every table.
 _FIELD_TYPES: dict[str, Any] = {
-    "input_image_urls": UrlList,
-    "input_audio_urls": UrlList,
-    "input_video_urls": UrlList,
-    "output_video_urls": UrlList,
-    "output_image_urls": UrlList,
+    "input_image_urls": InputList,
+    "input_audio_urls": InputList,
+    "input_video_urls": InputList,
+    "output_video_urls": OutputList,
+    "output_image_urls": OutputList,
     "prompt": Text,
     "input_text": Text,
     "output_text": Text,
     "output_data": Any,
     "width": Pixels,
     "height": Pixels,
-    "fps": Annotated[int, Field(ge=1, le=1_000)],
-    "duration_seconds": Annotated[float, Field(ge=0, le=1e7)],
+    "fps": Annotated[int, Field(strict=True, ge=1, le=1_000)],
+    "duration_seconds": Annotated[float, Field(strict=True, ge=0, le=1e7)],
     "model_used": ShortText,
     "comfyui_output_filename": ShortText,
     "comfyui_output_subfolder": ShortText,
     "comfyui_output_type": ShortText,
-    "thumbnail_url": ShortText,
+    "thumbnail_url": WebLink,
     "error_message": Text,
-    "comfy_url": ShortText,
+    "comfy_url": ServerUrl,
 }
 
 # Columns a client may set when it records a job, and when it reports the job's result.
@@ -121,7 +168,7 @@ def _create_model(t: OutputType, prefix: str) -> type[BaseModel]:
     # The owner is the verified caller, never a body field: `user_id` is not accepted here.
     fields: dict[str, Any] = {
         "workflow_name": (WorkflowName, ...),
-        "comfy_url": (ShortText, ...) if t is not TEXT else _optional("comfy_url"),
+        "comfy_url": (ServerUrl, ...) if t is not TEXT else _optional("comfy_url"),
         "comfy_job_id": (Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)] | None, None),
         "parameters": (dict[str, Any], Field(default_factory=dict)),
         "visibility": (Visibility, "private"),
