@@ -81,6 +81,7 @@ def serve(
     import uvicorn
 
     from genstudio.api.app import create_app
+    from genstudio.api.server import uvicorn_options
     from genstudio.auth.tokens import load_or_create_secret
 
     settings = get_settings()
@@ -93,7 +94,7 @@ def serve(
         with database(settings, on_embedded_failure=embedded_failure) as conninfo:
             _prepare_database(conninfo, migrate)
             listen = {"host": host or settings.host, "port": port or settings.port, "log_level": "info",
-                      "access_log": access_log}
+                      "access_log": access_log, **uvicorn_options(settings)}
             if workers == 1:
                 uvicorn.run(create_app(conninfo, settings), **listen)
             else:

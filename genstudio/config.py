@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -62,6 +63,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, validation_alias="GENSTUDIO_MAX_BODY_BYTES")
     # For local accounts (`genstudio user add|passwd`); Supabase enforces its own.
     min_password_length: int = Field(default=12, ge=1, validation_alias="GENSTUDIO_MIN_PASSWORD_LENGTH")
+    # Request line plus headers; larger requests get 431 (`serve` stops reading them early).
+    # Room for a Supabase token with custom claims in both the Authorization header and the
+    # session cookie, far below what would cost memory or parsing time.
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096, validation_alias="GENSTUDIO_MAX_HEADER_BYTES")
+    # Addresses (or networks, e.g. 10.0.0.0/8) of reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed; from anyone else they are ignored. Empty: trust nobody,
+    # so a caller cannot pick the address its login attempts are counted against.
+    trusted_proxies: str = Field(default="", validation_alias="GENSTUDIO_TRUSTED_PROXIES")
+
     # Whether `serve` also runs the background services (see genstudio/background.py).
     run_background: bool = Field(default=True, validation_alias="GENSTUDIO_BACKGROUND")
 
@@ -109,6 +119,18 @@ class Settings(BaseSettings):
                                                      validation_alias="GENSTUDIO_MONITOR_PROGRESS_INTERVAL")
     # How often a process that does not lead a server's monitor checks whether it may.
     monitor_leader_retry_seconds: float = Field(default=2.0, gt=0, validation_alias="GENSTUDIO_MONITOR_LEADER_RETRY")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8)") from None
+        return ",".join(entries)
 
     @field_validator("comfyui_urls", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from genstudio.events.hub import shared_hub
 from genstudio.api.jobs import job_router
 from genstudio.api.last_resort import LastResortErrors
 from genstudio.api.limits import RequestBodyLimits
+from genstudio.api.openapi import document_every_status
 from genstudio.api.session import csrf_key
 from genstudio.auth.ratelimit import LoginRateLimiter
 from genstudio.auth.tokens import TokenIssuer, TokenVerifier, load_or_create_secret
@@ -66,6 +67,7 @@ def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     _add_jobs_api(app, settings)
     install_web(app)
+    document_every_status(app)
     app.add_middleware(LastResortErrors)  # added last: the outermost, catching what the others raise
     return app
 
@@ -77,7 +79,8 @@ def _add_jobs_api(app: FastAPI, settings: Settings) -> None:
     app.state.token_issuer = TokenIssuer(secret, settings.jwt_audience, settings.access_token_ttl_seconds)
     app.state.login_limiter = LoginRateLimiter(settings.login_limit_per_address, settings.login_limit_per_account)
     install_error_handlers(app)
-    app.add_middleware(RequestBodyLimits, max_bytes=settings.max_body_bytes, upload_paths=workflows.UPLOAD_PATHS,
+    app.add_middleware(RequestBodyLimits, max_bytes=settings.max_body_bytes,
+                       max_header_bytes=settings.max_header_bytes, upload_paths=workflows.UPLOAD_PATHS,
                        # a run may carry several input files; each is bounded again on its own
                        upload_max_bytes=4 * settings.upload_max_bytes + settings.max_body_bytes)
     for output_type in OUTPUT_TYPES.values():

@@ -6,12 +6,16 @@ client expects.
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from genstudio.auth.errors import (
     AccountGone,
@@ -32,10 +36,10 @@ from genstudio.comfy.runs import (
 )
 from genstudio.comfy.templates import InvalidParameters, UnknownWorkflow
 from genstudio.storage import FileNotFound, InvalidKey
+from genstudio.db.queries import load_queries
 from genstudio.errors import CallerError
 from genstudio.events.addresses import RefusedAddress
 from genstudio.events.webhooks import TooManyWebhooks, WebhookNotFound
-from genstudio.jobs.models import ErrorResponse
 from genstudio.jobs.errors import (
     ComfyJobIdTaken,
     InvalidCursor,
@@ -45,6 +49,9 @@ from genstudio.jobs.errors import (
     JobRecordedDifferently,
     NotJobOwner,
 )
+
+logger = logging.getLogger(__name__)
+CONSTRAINT_QUERIES = load_queries("constraints")
 
 STATUS_OF: dict[type[Exception], int] = {
     MissingToken: 401,
@@ -75,16 +82,6 @@ STATUS_OF: dict[type[Exception], int] = {
     FileNotFound: 404,
     InvalidKey: 404,
 }
-
-# For OpenAPI: what every job endpoint may answer besides success.
-ERROR_RESPONSES = {
-    status: {"description": description, "model": ErrorResponse}
-    for status, description in ((400, "Malformed request"), (401, "Missing or invalid access token"),
-                                (404, "No such job, or not one the caller may see"),
-                                (413, "Body larger than the limit"), (415, "Body is not JSON"),
-                                (422, "Invalid field values"))
-}
-
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"success": False, "error": message}, status_code=status, headers=headers)
@@ -122,15 +119,66 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(status, message)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts at this request's path. Starlette's own 405 names only
+    the methods of the first route whose path matched (GET for `/api/image-jobs/{id}`, which
+    also takes PUT and DELETE)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error_response(exc.status_code, str(exc.detail), headers or None)
+
+
+# What each kind of refusal means for the caller. The database's own wording names tables and
+# constraints (`text_jobs_user_id_fkey`): it goes to the log, never into a response.
+_REFUSALS: tuple[tuple[type[psycopg.Error], int, str], ...] = (
+    (psycopg.errors.UniqueViolation, 409, "this already exists"),
+    (psycopg.errors.ForeignKeyViolation, 422, "a value refers to something that does not exist"),
+    (psycopg.errors.CheckViolation, 422, "a value is outside what is allowed"),
+    (psycopg.errors.NotNullViolation, 422, "a required value is missing"),
+    (psycopg.errors.UntranslatableCharacter, 422, "text must not contain the NUL character"),
+    (psycopg.errors.CharacterNotInRepertoire, 422, "text must not contain the NUL character"),
+    (psycopg.errors.NumericValueOutOfRange, 422, "a number is out of range"),
+    (psycopg.errors.StringDataRightTruncation, 422, "a value is too long"),
+    (psycopg.errors.DatetimeFieldOverflow, 422, "a date or time is out of range"),
+    (psycopg.errors.InvalidTextRepresentation, 422, "a value has the wrong form"),
+)
+
+
+def describe_database_refusal(exc: psycopg.Error) -> tuple[int, str]:
+    """The status and caller-facing words for input PostgreSQL refused, without its wording."""
+    for kind, status, words in _REFUSALS:
+        if isinstance(exc, kind):
+            return status, f"{words}; nothing was written"
+    return 422, "the values could not be stored; nothing was written"
+
+
+async def _references_accounts(request: Request, exc: psycopg.errors.ForeignKeyViolation) -> bool:
+    params = {"constraint": exc.diag.constraint_name, "schema": exc.diag.schema_name}
+    try:
+        async with request.app.state.db.as_owner() as conn:
+            row = await (await conn.execute(CONSTRAINT_QUERIES["references_accounts"], params)).fetchone()
+    except (psycopg.Error, PoolTimeout):
+        return False  # then it is answered as the plain refusal it also is
+    return bool(row["references_accounts"])
 
 
 async def _database_refused(request: Request, exc: psycopg.Error) -> JSONResponse:
-    # Input that passed validation but that PostgreSQL cannot store (a CHECK, a value out of
-    # range, a NUL inside JSON): the transaction was rolled back, nothing was written.
-    message = exc.diag.message_primary or "the database refused the values"
-    return error_response(422, f"the database refused the values: {message}")
+    # Input that passed validation but that PostgreSQL cannot store: the transaction was
+    # rolled back, nothing was written.
+    logger.info("database refused a request's values (%s %s): %s", request.method, request.url.path,
+                exc.diag.message_primary)
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation) and await _references_accounts(request, exc):
+        return await _domain_error(request, AccountGone("your account no longer exists; sign in again"))
+    return error_response(*describe_database_refusal(exc))
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,6 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
-from genstudio.api.errors import ERROR_RESPONSES
 from genstudio.api.feed import parse_types
 from genstudio.api.jobs import Claims, JobId, Scope
 from genstudio.events.log import EventFilter
@@ -30,7 +29,7 @@ LastEventIdQuery = Annotated[int | None, Query(ge=0, description="Resume after t
                                                                  "which cannot set the Last-Event-ID header on a first connection).")]
 LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", max_length=30)]
 
-router = APIRouter(tags=["events"], responses={**ERROR_RESPONSES, **STREAM_RESPONSE})
+router = APIRouter(tags=["events"], responses=STREAM_RESPONSE)
 
 
 def resume_after(header: str | None, query: int | None) -> int | None:
@@ -62,7 +61,7 @@ async def feed_events(request: Request, claims: Claims, scope: Scope = "mine",
 
 def job_events_router(t: OutputType) -> APIRouter:
     service = JobService(t)
-    job_router = APIRouter(prefix=f"/api/{t.path}", tags=["events"], responses={**ERROR_RESPONSES, **STREAM_RESPONSE})
+    job_router = APIRouter(prefix=f"/api/{t.path}", tags=["events"], responses=STREAM_RESPONSE)
 
     @job_router.get("/{job_id}/events", summary=f"Events of one {t.name} job (Server-Sent Events)",
                     description="Without a Last-Event-ID, starts with every event of the job the log still holds.")

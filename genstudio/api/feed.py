@@ -4,14 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from genstudio.api.errors import ERROR_RESPONSES
 from genstudio.api.jobs import Claims, CursorParam, Limit, Scope, StatusFilter, WorkflowFilter, decode_cursor, json_response, page_envelope
 from genstudio.jobs.errors import InvalidRequest
 from genstudio.jobs.feed import FeedQuery, read_feed
 from genstudio.jobs.models import FeedResponse
 from genstudio.jobs.output_types import OUTPUT_TYPES
 
-router = APIRouter(tags=["feed"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["feed"])
 
 
 def parse_types(types: str | None) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from genstudio.api.caller import caller_claims
-from genstudio.api.errors import ERROR_RESPONSES
 from genstudio.jobs.cursor import Cursor
 from genstudio.jobs.models import MODELS, Status
 from genstudio.jobs.output_types import OutputType
@@ -73,7 +72,7 @@ def job_router(t: OutputType) -> APIRouter:
     service = JobService(t)
     models = MODELS[t.name]
     one = {"model": models.response}
-    router = APIRouter(prefix=f"/api/{t.path}", tags=[f"{t.name} jobs"], responses=ERROR_RESPONSES)
+    router = APIRouter(prefix=f"/api/{t.path}", tags=[f"{t.name} jobs"])
 
     @router.post("", status_code=201, summary=f"Record {t.with_article} job",
                  responses={201: one, 200: {**one, "description": "This comfy_job_id was already recorded by you"},

@@ -7,6 +7,7 @@ request an extra task and a copy of the response.
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,19 +27,49 @@ def _is_json(content_type: bytes | None) -> bool:
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-class RequestBodyLimits:
-    """JSON bodies up to `max_bytes`; on the paths matching `upload_paths`, also multipart
-    bodies (files) up to `upload_max_bytes`."""
+def header_section_bytes(scope: Scope) -> int:
+    """The size of the request line and headers as sent (`name: value` and CRLF each)."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"]) + 1
+    return len(scope["method"]) + target + 11 + sum(len(n) + len(v) + 4 for n, v in scope["headers"])
 
-    def __init__(self, app: ASGIApp, max_bytes: int, *, upload_paths: str | None = None,
-                 upload_max_bytes: int = 0):
+
+def nul_in_url(scope: Scope) -> str | None:
+    """Where the URL holds a NUL character (PostgreSQL text cannot), in the caller's terms."""
+    if "\x00" in scope["path"]:
+        return "the URL path"
+    if b"%00" in scope["query_string"]:
+        for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return f"query parameter {name.replace(chr(0), '')!r}"
+    return None
+
+
+class RequestBodyLimits:
+    """Headers up to `max_header_bytes` (431) and no NUL in the URL (400); JSON bodies up to
+    `max_bytes`; on the paths matching `upload_paths`, also multipart bodies (files) up to
+    `upload_max_bytes`. `genstudio serve` also cuts oversized headers off while they arrive
+    (genstudio/api/server.py); the header check here is exact and holds under any ASGI server."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, *, max_header_bytes: int = 32 * 1024,
+                 upload_paths: str | None = None, upload_max_bytes: int = 0):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
         self.upload_paths = re.compile(upload_paths) if upload_paths else None
         self.upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if header_section_bytes(scope) > self.max_header_bytes:
+            await self._refuse(scope, receive, send, 431,
+                               f"the request's headers are larger than {self.max_header_bytes} bytes")
+            return
+        if (where := nul_in_url(scope)) is not None:
+            await self._refuse(scope, receive, send, 400, f"{where} must not contain the NUL character (%00)")
+            return
+        if scope["method"] not in _METHODS_WITH_BODY:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

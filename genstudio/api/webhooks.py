@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from genstudio.api.errors import ERROR_RESPONSES
 from genstudio.api.jobs import Claims, json_response
 from genstudio.events.log import KINDS
 from genstudio.events.webhooks import WebhookStore
@@ -72,7 +71,7 @@ class DeliveryListResponse(BaseModel):
     deliveries: list[Delivery]
 
 
-router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
 
 def store(request: Request) -> WebhookStore:
@@ -80,7 +79,7 @@ def store(request: Request) -> WebhookStore:
 
 
 @router.post("", status_code=201, summary="Register a webhook for your jobs' events",
-             responses={201: {"model": WebhookResponse}})
+             responses={201: {"model": WebhookResponse}, 409: {"description": "You have the most webhooks allowed"}})
 async def create(payload: CreateWebhookPayload, request: Request, claims: Claims) -> Response:
     events = list(dict.fromkeys(payload.events))
     async with request.app.state.db.as_user(claims) as conn:

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from starlette.datastructures import UploadFile
 
 from genstudio.api.caller import caller_claims
-from genstudio.api.errors import ERROR_RESPONSES
 from genstudio.api.jobs import envelope, json_response
 from genstudio.comfy.runs import (
     CheckedFile,
@@ -41,7 +40,7 @@ IdempotencyKey = Annotated[str | None, Header(
 # The request paths that take multipart bodies (files), for the body-size middleware.
 UPLOAD_PATHS = r"/api/uploads|/api/workflows/[^/]+/runs"
 
-router = APIRouter(tags=["workflows"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["workflows"])
 
 _RUN_BODY = {
     "requestBody": {

@@ -70,7 +70,23 @@ def _input_reference(value: str) -> str:
     return value
 
 
+def _no_nul_inside(value: Any) -> Any:
+    # jsonb refuses "\u0000" as well; say which field instead of forwarding the database's words.
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul_inside(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul_inside(item)
+    return value
+
+
 Text = Annotated[str, Field(max_length=100_000), AfterValidator(_no_nul)]
+JsonData = Annotated[Any, AfterValidator(_no_nul_inside)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul_inside)]
 ShortText = Annotated[str, Field(max_length=2_048), AfterValidator(_no_nul)]
 WorkflowName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 WebLink = Annotated[str, Field(max_length=2_048), AfterValidator(_web_link)]
@@ -92,7 +108,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "prompt": Text,
     "input_text": Text,
     "output_text": Text,
-    "output_data": Any,
+    "output_data": JsonData,
     "width": Pixels,
     "height": Pixels,
     "fps": Annotated[int, Field(strict=True, ge=1, le=1_000)],
@@ -170,7 +186,7 @@ def _create_model(t: OutputType, prefix: str) -> type[BaseModel]:
         "workflow_name": (WorkflowName, ...),
         "comfy_url": (ServerUrl, ...) if t is not TEXT else _optional("comfy_url"),
         "comfy_job_id": (Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)] | None, None),
-        "parameters": (dict[str, Any], Field(default_factory=dict)),
+        "parameters": (JsonObject, Field(default_factory=dict)),
         "visibility": (Visibility, "private"),
     }
     fields.update({c: _optional(c) for c in create_columns(t)})
