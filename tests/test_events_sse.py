@@ -41,7 +41,7 @@ async def test_live_events_carry_id_kind_event_and_job(live_api):
     data = second.json
     assert data["id"] == int(second.id) and data["kind"] == "completed" and data["type"] == "image"
     assert data["job_id"] == job["id"] and data["user_id"] == str(alice.id)
-    assert data["changes"]["status"] == "completed" and data["changes"]["output_image_urls"] == ["out/i.png"]
+    assert data["changes"]["status"] == "completed" and data["changes"]["output_image_urls"] == COMPLETIONS["image"]["output_image_urls"]
     # The job exactly as GET /api/image-jobs/{id} returns it.
     got = (await live_api.client.get(f"/api/image-jobs/{job['id']}", headers=alice.headers)).json()["image_job"]
     assert data["job"] == got
