@@ -28,7 +28,7 @@ async def test_new_jobs_progress_and_results_arrive_live(browser, studio):
     assert await eventually(lambda: _attribute(page, f"{card} .bar", "aria-valuenow"), 10) is not None
     assert await eventually(lambda: _is(page, f"{card} .bar", "aria-valuenow", "55"))
     studio.api("PUT", f"/api/image-jobs/{job['id']}/complete", alice,
-               json={"status": "completed", "output_image_urls": ["/static/favicon.svg"]})
+               json={"status": "completed", "output_image_urls": [f"{studio.base_url}/static/favicon.svg"]})
     await page.wait_for_selector(f"{card}.status-completed img")
     assert await page.locator(f"{card} .bar").count() == 0
     assert await same_document(page)
