@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from genstudio.api.errors import describe_database_refusal
-from tests.api_support import COMPLETIONS, PAYLOADS, api, image_payload, table_snapshot  # noqa: F401
-from tests.test_api_database_outage import drop_connections
+from tests.api_support import COMPLETIONS, PAYLOADS, image_payload, table_snapshot
+from tests.security_support import api  # noqa: F401  (fixture)
 
 
 async def test_a_deleted_users_token_is_told_the_account_is_gone(api):

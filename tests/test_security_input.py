@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api_support import COMPLETIONS, PAYLOADS, api, table_snapshot  # noqa: F401
+from tests.api_support import COMPLETIONS, PAYLOADS, table_snapshot
+from tests.security_support import api  # noqa: F401  (fixture)
 
 SCRIPT_URLS = [
     "javascript:alert(document.cookie)",

@@ -10,7 +10,7 @@ from collections import defaultdict
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from genstudio.api.caller import caller_claims
-from tests.api_support import api  # noqa: F401  (fixture)
+from tests.security_support import api  # noqa: F401  (fixture)
 
 BODY_METHODS = {"post", "put", "patch"}
 

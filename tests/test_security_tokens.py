@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from genstudio.api.app import create_app
-from tests.api_support import SECRET, Api, api, image_payload, make_settings, table_snapshot  # noqa: F401
+from tests.api_support import SECRET, Api, image_payload, make_settings, table_snapshot
+from tests.security_support import api  # noqa: F401  (fixture)
 from tests.jwks_support import JwksServer, claims_for, jwks_server  # noqa: F401
 
 
 @pytest.fixture
 async def jwks_api(db_url, tmp_path, jwks_server) -> AsyncIterator[Api]:
-    app = create_app(db_url, make_settings(tmp_path, jwks_url=jwks_server.url))
+    app = create_app(db_url, make_settings(tmp_path, jwks_url=jwks_server.url, run_background=False))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -113,7 +114,7 @@ async def test_a_header_algorithm_that_does_not_fit_its_key_is_a_401(jwks_api, j
 
 
 async def test_unreachable_signing_keys_are_a_503_not_a_refusal_or_a_crash(db_url, tmp_path, jwks_server):
-    app = create_app(db_url, make_settings(tmp_path, jwks_url=jwks_server.url))
+    app = create_app(db_url, make_settings(tmp_path, jwks_url=jwks_server.url, run_background=False))
     token = jwks_server.keys["ec-1"].sign(claims_for(uuid.uuid4()))
     jwks_server.down = True
     try:
