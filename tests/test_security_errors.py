@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from genstudio.api.errors import describe_database_refusal
 from tests.api_support import COMPLETIONS, PAYLOADS, image_payload, table_snapshot
