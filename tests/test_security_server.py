@@ -26,11 +26,18 @@ from tests.api_support import SECRET, add_user
 HEADER_LIMIT = 32 * 1024  # the default GENSTUDIO_MAX_HEADER_BYTES
 
 
+def _free_port() -> int:
+    # serve refuses port 0, so take one the kernel just handed out.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
 def serving(db_url: str, tmp_path, **env: str) -> Iterator[str]:
     """`genstudio serve` on an ephemeral loopback port; yields its base URL."""
     environment = {**os.environ, "DATABASE_URL": db_url, "GENSTUDIO_DATA_DIR": str(tmp_path),
-                   "GENSTUDIO_JWT_SECRET": SECRET, "GENSTUDIO_HOST": "127.0.0.1", "GENSTUDIO_PORT": "0",
+                   "GENSTUDIO_JWT_SECRET": SECRET, "GENSTUDIO_HOST": "127.0.0.1", "GENSTUDIO_PORT": str(_free_port()),
                    "GENSTUDIO_POOL_MIN": "1", "GENSTUDIO_POOL_MAX": "4", **env}
     environment.pop("FORWARDED_ALLOW_IPS", None)
     process = subprocess.Popen([sys.executable, "-m", "genstudio", "serve", "--no-worker", "--no-access-log"],
