@@ -148,6 +148,19 @@ def wait_following(fake: FakeComfyUI) -> None:
     raise SystemExit("the worker never connected to the fake ComfyUI")
 
 
+def wait_healthy(bench: Bench, urls: list[str]) -> None:
+    """Until the worker's dispatcher has checked every server (as wait_following waits for its
+    monitor): the clock starts on a running worker, not on its start-up."""
+    with psycopg.connect(bench.conninfo, autocommit=True) as conn:
+        for _ in range(1200):
+            healthy = conn.execute("SELECT count(*) FROM genstudio.comfy_servers WHERE healthy AND url = ANY(%s)",
+                                   (urls,)).fetchone()[0]
+            if healthy == len(urls):
+                return
+            time.sleep(0.05)
+    raise SystemExit("the worker's dispatcher never found the fake ComfyUI servers healthy")
+
+
 def latency(bench: Bench, jobs: int) -> None:
     with FakeComfyUI() as fake:
         worker = bench.worker([fake.url])
@@ -214,6 +227,8 @@ def throughput(bench: Bench, jobs: int) -> None:
         try:
             wait_following(one)
             wait_following(two)
+            if HAS_DISPATCHER:
+                wait_healthy(bench, urls)
             prompts = [tiny_prompt(200_000 + n) for n in range(jobs)]
             start = time.perf_counter()
             if HAS_DISPATCHER:
@@ -270,6 +285,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = (50, 100, 200) if args.quick else (200, 500, 1000)
     with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp:
+        os.chmod(tmp, 0o711)  # as root the server's account must reach its data (README: as root)
         server = None
         admin = args.admin_url
         if admin is None:

@@ -179,28 +179,43 @@ class Dispatcher:
     # ---------------------------------------------------------------- dispatching
 
     async def dispatch_ready(self) -> int:
-        """Lease and dispatch queued runs until none is ready; how many were looked at."""
+        """Lease and dispatch queued runs until none is ready; how many were looked at.
+
+        Up to CLAIM_BATCH runs are in flight at once, and a slot that frees up is refilled at
+        once: one slow submit never holds back the runs leased beside it."""
         total = 0
-        while True:
-            async with self.db.as_service() as conn:
-                cur = await conn.execute(QUERIES["claim_runs"], {
-                    "owner": self.owner, "lease_seconds": self.settings.dispatch_lease_seconds, "limit": CLAIM_BATCH})
-                runs = await cur.fetchall()
-            if not runs:
-                return total
-            total += len(runs)
-            results = await asyncio.gather(*(self.dispatch(run) for run in runs), return_exceptions=True)
-            for run, result in zip(runs, results):
-                if isinstance(result, Exception):
-                    log.error("dispatcher: run %s failed to dispatch", run["job_id"], exc_info=result)
-                    await self._wait(run, f"dispatch failed: {result}", RETRY_SECONDS, None)
+        in_flight: dict[asyncio.Task, dict[str, Any]] = {}
+        try:
+            while True:
+                if len(in_flight) < CLAIM_BATCH:
+                    runs = await self._claim(CLAIM_BATCH - len(in_flight))
+                    total += len(runs)
+                    for run in runs:
+                        in_flight[asyncio.create_task(self.dispatch(run))] = run
+                if not in_flight:
+                    return total
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    run = in_flight.pop(task)
+                    if task.exception() is not None:
+                        log.error("dispatcher: run %s failed to dispatch", run["job_id"], exc_info=task.exception())
+                        await self._wait(run, f"dispatch failed: {task.exception()}", RETRY_SECONDS, None)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _claim(self, limit: int) -> list[dict[str, Any]]:
+        async with self.db.as_service() as conn:
+            cur = await conn.execute(QUERIES["claim_runs"], {
+                "owner": self.owner, "lease_seconds": self.settings.dispatch_lease_seconds, "limit": limit})
+            return await cur.fetchall()
 
     async def dispatch(self, run: dict[str, Any]) -> None:
-        job = await self._job(run)
+        job, url = await self._job_and_server(run)
         if job is None or job["status"] != "pending" or job["legacy_table"] is not None:
             await self._finish(run, "the job is no longer pending")
             return
-        url = await self._pick_server(run)
         if url is None:
             await self._no_server(run)
             return
@@ -226,18 +241,19 @@ class Dispatcher:
             return
         await self._submitted(run, url, answer)
 
-    async def _job(self, run: dict[str, Any]) -> dict[str, Any] | None:
+    async def _job_and_server(self, run: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """The run's job and, while it is still pending, the server to submit it to (None: none
+        can take it): one transaction rather than two per run."""
         async with self.db.as_service() as conn:
             cur = await conn.execute(_job_sql("job_state", run["output_type"]), {"id": run["job_id"]})
-            return await cur.fetchone()
-
-    async def _pick_server(self, run: dict[str, Any]) -> str | None:
-        async with self.db.as_service() as conn:
+            job = await cur.fetchone()
+            if job is None or job["status"] != "pending" or job["legacy_table"] is not None:
+                return job, None
             cur = await conn.execute(QUERIES["pick_server"], {
                 "urls": self.settings.comfyui_urls, "required": run["required_node_types"],
                 "only": run["server_url"]})  # a run whose submit timed out stays with that server
             row = await cur.fetchone()
-        return row["url"] if row else None
+        return job, (row["url"] if row else None)
 
     async def _with_inputs(self, run: dict[str, Any], url: str) -> dict[str, Any] | None:
         """Upload the run's input files to the server; the prompt pointing at them."""
@@ -277,7 +293,7 @@ class Dispatcher:
         # Look again when a server becomes usable (NOTIFY), at the latest at the next health
         # check, and no later than the deadline.
         retry = max(0.1, min(self.settings.health_check_seconds, float(run["seconds_left"] or 0) + 0.05))
-        await self._wait(run, reason, retry, None)
+        await self._wait(run, reason, retry, None, unless_usable=True)
 
     async def _why_no_server(self, run: dict[str, Any]) -> str:
         if not self.settings.comfyui_urls:
@@ -298,11 +314,18 @@ class Dispatcher:
             await conn.execute(QUERIES["record_health"], {
                 "url": url, "healthy": False, "queue_remaining": None, "node_types": None, "error": error})
 
-    async def _wait(self, run: dict[str, Any], reason: str, retry_seconds: float, sticky_url: str | None) -> None:
+    async def _wait(self, run: dict[str, Any], reason: str, retry_seconds: float, sticky_url: str | None, *,
+                    unless_usable: bool = False) -> None:
+        """`unless_usable`: not if a server that can take the run became usable meanwhile."""
         if run["past_deadline"]:
             await self._fail(run, f"not started within {self.settings.dispatch_deadline_seconds:g} s: {reason}")
             return
         async with self.db.as_service() as conn:
+            if unless_usable:
+                cur = await conn.execute(QUERIES["usable_server_locked"], {
+                    "urls": self.settings.comfyui_urls, "required": run["required_node_types"]})
+                if (await cur.fetchone())["usable"]:
+                    retry_seconds = 0
             await conn.execute(QUERIES["wait"], {"job_id": run["job_id"], "owner": self.owner, "reason": reason,
                                                  "retry_seconds": retry_seconds, "sticky_url": sticky_url})
             await conn.execute(_job_sql("job_waiting", run["output_type"]), {

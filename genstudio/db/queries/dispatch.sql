@@ -64,7 +64,7 @@ WHERE id = %(id)s AND comfy_url = ''
 RETURNING status
 
 -- name: wait
--- The run waits for a usable server (or retries a server that failed) until `retry_at`.
+-- The run waits for a usable server (or retries a server that failed) for `retry_seconds`.
 UPDATE genstudio.workflow_runs
 SET lease_owner = NULL, lease_until = now() + make_interval(secs => %(retry_seconds)s),
     dispatch_reason = %(reason)s, server_url = %(sticky_url)s
@@ -80,6 +80,16 @@ WHERE id = %(id)s AND status = 'pending' AND parameters -> 'dispatch' IS DISTINC
 UPDATE genstudio.workflow_runs
 SET state = 'finished', lease_owner = NULL, lease_until = NULL, dispatch_reason = %(reason)s
 WHERE job_id = %(job_id)s AND state = 'queued'
+
+-- name: usable_server_locked
+-- Before a run no server could take starts to wait: is there one now? The configured servers'
+-- rows are locked (FOR SHARE) until the wait commits, and a health check locks its server's row
+-- before it runs `end_waits`, so either this sees the server usable (it just became so), or
+-- that check's `end_waits` runs after this wait committed and ends it. Without the lock, a
+-- server that came up while the run was leased (`end_waits` skips leased runs) would leave
+-- it asleep for the whole retry time.
+SELECT coalesce(bool_or(healthy AND node_types @> %(required)s::text[]), false) AS usable
+FROM (SELECT healthy, node_types FROM genstudio.comfy_servers WHERE url = ANY(%(urls)s) FOR SHARE) s
 
 -- name: end_waits
 -- A server became usable: every waiting run may be looked at again now.
