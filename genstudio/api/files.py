@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from genstudio.api.caller import caller_claims
 from genstudio.comfy.runs import QUERIES, job_visible_sql
+from genstudio.jobs.errors import InvalidRequest
 from genstudio.storage import FileNotFound, InvalidKey, Storage, job_id_of_key
 from genstudio.storage.base import UPLOADS_DIR, check_key, content_type_of
 
@@ -34,6 +35,19 @@ Claims = Annotated[dict[str, Any], Depends(caller_claims)]
 FileKey = Annotated[str, Path(max_length=1000, description="The stored file's key.")]
 
 router = APIRouter(tags=["files"])
+
+# A stored file is answered as its bytes with the content type its name gives, never as JSON:
+# the OpenAPI says so, so that a client (or a schema checker) does not expect a JSON document.
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The file's bytes, with the content type its name gives",
+          "content": {"image/*": _BINARY, "video/*": _BINARY, "audio/*": _BINARY,
+                      "application/octet-stream": _BINARY}},
+    206: {"description": "The requested byte range (HTTP Range, for seeking in video)",
+          "content": {"image/*": _BINARY, "video/*": _BINARY, "audio/*": _BINARY,
+                      "application/octet-stream": _BINARY}},
+    404: {"description": "No such file, or not one the caller may see (or an expired link)"},
+}
 
 _FILE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -95,7 +109,8 @@ def _key(path: str) -> str:
 
 
 @router.head("/files/signed/{expires}/{signature}/{key:path}", include_in_schema=False)
-@router.get("/files/signed/{expires}/{signature}/{key:path}", summary="A stored file, by a signed URL")
+@router.get("/files/signed/{expires}/{signature}/{key:path}", summary="A stored file, by a signed URL",
+            response_class=Response, responses=_FILE_RESPONSES)
 async def signed_file(request: Request, expires: int, signature: Annotated[str, Path(max_length=64)],
                       key: FileKey) -> Response:
     key = _key(key)
@@ -105,7 +120,8 @@ async def signed_file(request: Request, expires: int, signature: Annotated[str, 
 
 
 @router.head("/files/{key:path}", include_in_schema=False)
-@router.get("/files/{key:path}", summary="A stored file (output, thumbnail or input)")
+@router.get("/files/{key:path}", summary="A stored file (output, thumbnail or input)",
+            response_class=Response, responses=_FILE_RESPONSES)
 async def stored_file(request: Request, claims: Claims, key: FileKey) -> Response:
     key = _key(key)
     if not await may_see(request, claims, key):
@@ -117,11 +133,12 @@ class SignRequest(BaseModel):
     url: str = Field(max_length=2000, description="A `/files/...` URL (or path) the caller may see.")
 
 
-@router.post("/api/files/signed-url", summary="A short-lived URL for a stored file, usable without credentials")
+@router.post("/api/files/signed-url", summary="A short-lived URL for a stored file, usable without credentials",
+             responses={404: {"description": "No such file, or not one the caller may see"}})
 async def sign(payload: SignRequest, request: Request, claims: Claims) -> dict[str, Any]:
     path = urlsplit(payload.url).path
     if not path.startswith("/files/") or path.startswith("/files/signed/"):
-        raise FileNotFound("not a /files/ URL")
+        raise InvalidRequest("url: not a /files/ URL")  # bad input, unlike a file the caller may not see
     key = _key(path.removeprefix("/files/"))
     if not await may_see(request, claims, key) or not await request.app.state.storage.exists(key):
         raise FileNotFound("no such file")

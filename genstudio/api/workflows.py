@@ -87,7 +87,13 @@ async def get_workflow(request: Request, claims: Claims, name: WorkflowName) -> 
 @router.post("/api/uploads", status_code=201, summary="Upload an input file ahead of a run",
              openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
                  "type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
-                 "required": ["file"]}}}, "required": True}})
+                 "required": ["file"]}}}, "required": True}},
+             responses={201: {"description": "Created: the upload, to name as a run's input"},
+                        # The body is read by the handler, not declared as fields, so FastAPI
+                        # would not list the 422 a missing or unreadable file gets.
+                        422: {"description": "No part 'file', or a file that is not an image, video or audio "
+                                             "file genstudio can read, or beyond the pixel bounds"},
+                        413: {"description": "The file is too large"}})
 async def create_upload(request: Request, claims: Claims) -> Response:
     settings = request.app.state.settings
     form = await _form(request)
