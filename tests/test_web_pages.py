@@ -85,14 +85,19 @@ async def test_another_users_private_job_is_the_same_404_as_a_missing_one(browse
     await page.context.close()
 
 
+# Output URLs the API accepts (http(s) or genstudio's own /files/ paths); the page only links them.
+CLIP, POSTER = "/files/video/clip/1/clip.mp4", "/files/video/clip/1/poster.jpg"
+FULL, THUMB = "/files/image/still/1/full.png", "/files/image/still/1/thumb.jpg"
+
+
 async def test_cards_show_results_videos_play_on_click_and_images_open_full_size(browser, studio):
     alice = studio.account("alice")
     video = studio.record_job(alice, "video", workflow_name="clip")
     studio.api("PUT", f"/api/video-jobs/{video['id']}/complete", alice,
-               json={"status": "completed", "output_video_urls": ["/static/clip.mp4"], "thumbnail_url": "/static/favicon.svg"})
+               json={"status": "completed", "output_video_urls": [CLIP], "thumbnail_url": POSTER})
     image = studio.record_job(alice, "image", workflow_name="still")
     studio.api("PUT", f"/api/image-jobs/{image['id']}/complete", alice,
-               json={"status": "completed", "output_image_urls": ["/static/full.png"], "thumbnail_url": "/static/favicon.svg"})
+               json={"status": "completed", "output_image_urls": [FULL], "thumbnail_url": THUMB})
     text = studio.record_job(alice, "text", workflow_name="words")
     studio.api("PUT", f"/api/text-jobs/{text['id']}/complete", alice,
                json={"status": "completed", "output_text": "Once upon a time " * 40})
@@ -101,11 +106,11 @@ async def test_cards_show_results_videos_play_on_click_and_images_open_full_size
     video_card = page.locator(f"#job-video-{video['id']}")
     await video_card.get_by_role("link", name="Play the video result of clip").click()
     player = video_card.locator("video")
-    assert await player.get_attribute("src") == "/static/clip.mp4"
+    assert await player.get_attribute("src") == CLIP
     assert await page.evaluate("document.activeElement.tagName") == "VIDEO"
     image_link = page.locator(f"#job-image-{image['id']} a.media-link")
-    assert await image_link.get_attribute("href") == "/static/full.png"
-    assert await image_link.locator("img").get_attribute("src") == "/static/favicon.svg"  # the thumbnail
+    assert await image_link.get_attribute("href") == FULL
+    assert await image_link.locator("img").get_attribute("src") == THUMB
     preview = await page.locator(f"#job-text-{text['id']} .text-preview").inner_text()
     assert preview.startswith("Once upon a time") and len(preview) <= 290
     await page.context.close()
