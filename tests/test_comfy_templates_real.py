@@ -4,8 +4,9 @@ real PostgreSQL: run → processing → completed with the output stored and thu
 Skipped without the variable; CI does not need it. The same runs go through the fake in
 test_comfy_monitor.py.
 
-Each run is handed to the server as the dispatcher does it (inputs uploaded, the prompt
-posted under genstudio's client id and the run's prompt id); img2img needs a model file
+Each run goes once straight to the server as the dispatcher hands it over (inputs uploaded,
+the prompt posted under genstudio's client id and the run's prompt id), and once the whole way
+through `POST /api/workflows/{name}/runs` and the dispatcher itself; img2img needs a model file
 that the CPU server does not have, so it is only checked against the server's node types.
 """
 
@@ -57,6 +58,31 @@ async def test_a_builtin_template_runs_to_completed_on_real_comfyui(studio_facto
         (url,) = row[f"output_{template.output_type}_urls"]
         assert (studio.settings.storage_dir / url.removeprefix("/files/")).stat().st_size > 0
         assert row["thumbnail_url"]
+
+
+@pytest.mark.parametrize("name", CPU_TEMPLATES)
+async def test_a_builtin_template_runs_through_the_api_and_dispatcher_on_real_comfyui(studio_factory,  # noqa: F811
+                                                                                     name: str) -> None:
+    """The whole path: `POST /api/workflows/{name}/runs` (defaults, a generated photo for each
+    input file), the dispatcher picks the real server, uploads and submits, the monitor
+    records the outcome and stores the output, which its owner can fetch."""
+    template = TEMPLATES.get(name)
+    studio = await studio_factory(REAL_URL, monitor_lost_grace_seconds=5, health_check_seconds=0.5,
+                                  run_dispatcher=True)
+    user = studio.user("ann")
+    files = {spec.name: ("photo.png", photo(), "image/png") for spec in template.manifest.inputs}
+    answer = await studio.client.post(f"/api/workflows/{name}/runs", headers=user.headers,
+                                      files=files or None, data={"parameters": "{}"} if files else None,
+                                      json=None if files else {"parameters": {}})
+    assert answer.status_code == 202, answer.text
+    job_id = uuid.UUID(answer.json()[f"{template.output_type}_job"]["id"])
+    row = await studio.wait_for(job_id, ("completed", "failed", "cancelled"), TABLES[template.output_type],
+                                timeout=180)
+    assert row["status"] == "completed", row["error_message"]
+    assert row["comfy_url"] == REAL_URL
+    if template.output_type != "text":
+        output = await studio.client.get(row[f"output_{template.output_type}_urls"][0], headers=user.headers)
+        assert output.status_code == 200 and len(output.content) > 0
 
 
 async def test_img2img_matches_the_real_servers_node_types() -> None:
