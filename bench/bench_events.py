@@ -49,6 +49,7 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_api import wait_until_listening  # noqa: E402  (bench/ is on sys.path: run as a script)
 from genstudio.auth.tokens import TokenIssuer  # noqa: E402
 from genstudio.db.embedded import EmbeddedPostgres  # noqa: E402
 from genstudio.db.migrator import Migrator  # noqa: E402
@@ -71,17 +72,7 @@ def start_server(conninfo: str, data_dir: str, port: int) -> subprocess.Popen:
                "--workers", "1", "--port", str(port)]
     server = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return server
-        except OSError:
-            if server.poll() is not None:
-                raise SystemExit("the API server exited during start-up")
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("the API server did not start")
+    return wait_until_listening(server, port)
 
 
 # ---- the writer --------------------------------------------------------------------------
