@@ -416,6 +416,7 @@ def main() -> None:
         if args.admin_url:
             admin = args.admin_url
         else:
+            os.chmod(tmp, 0o711)  # as root the server's account must reach its data (README: as root)
             embedded = EmbeddedPostgres(Path(tmp) / "pg")
             embedded.start()
             admin = embedded.conninfo("postgres")
