@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,6 +38,10 @@ def create_app(conninfo: str, settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.open()
+        # What is loaded by now (the app, its routes and models) lives as long as the process:
+        # moved out of the collector's reach, a full collection no longer walks it, which would
+        # pause every open event stream for tens of milliseconds.
+        gc.freeze()
         try:
             # One job event listener per process, shared by the SSE streams and the services.
             async with shared_hub(db) as hub:

@@ -17,7 +17,6 @@ catches up from the log; a periodic read covers a notification lost in between.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -39,51 +38,73 @@ class SubscriptionClosed(Exception):
     """The subscriber fell too far behind (or the hub stopped); it must reconnect and replay."""
 
 
+Delivery = tuple[int, bytes]  # (event id, the SSE message as this subscriber receives it)
+
+
 @dataclass(eq=False)
 class Subscription:
-    """A subscriber's queue of events it may see; bounded, so a stalled reader costs memory
-    only up to `max_pending` events before it is cut off (and resumes from the log)."""
+    """A subscriber's queue of the messages it may receive; bounded, so a stalled reader costs
+    memory only up to `max_pending` events before it is cut off (and resumes from the log)."""
 
-    viewer: uuid.UUID | None
-    wanted: EventFilter
+    audience: "Audience"
     max_pending: int
-    _pending: collections.deque = field(default_factory=collections.deque)
-    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _pending: list[Delivery] = field(default_factory=list)
+    _waiter: asyncio.Future | None = None  # set while the subscriber waits for a delivery
     closed: bool = False
 
-    def offer(self, event: Event) -> None:
+    def push(self, deliveries: list[Delivery]) -> None:
         if self.closed:
             return
-        if not (self.wanted.matches(event, self.viewer) and event.visible_to(self.viewer)):
-            return
-        if len(self._pending) >= self.max_pending:
+        if len(self._pending) + len(deliveries) > self.max_pending:
             self.close()
             return
-        self._pending.append(event)
-        self._ready.set()
+        self._pending.extend(deliveries)
+        self._wake()
 
     def close(self) -> None:
         self.closed = True
-        self._ready.set()
+        self._wake()
 
-    async def next_batch(self) -> list[Event]:
-        """Every event waiting (at least one), oldest first. Raises SubscriptionClosed once the
-        hub stopped, or at once if the queue overflowed: what it holds no longer follows on
+    def _wake(self) -> None:
+        # A bare future rather than an asyncio.Event: it is set once per batch per subscriber,
+        # a thousand times per event with a thousand subscribers, so the cheaper the better.
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next_batch(self) -> list[Delivery]:
+        """Every delivery waiting (at least one), oldest first. Raises SubscriptionClosed once
+        the hub stopped, or at once if the queue overflowed: what it holds no longer follows on
         without a gap, and the subscriber must resume from the log."""
         while not self._pending:
             if self.closed:
                 raise SubscriptionClosed()
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         if self.closed:
             raise SubscriptionClosed()
-        return self.drain()
+        batch, self._pending = self._pending, []
+        return batch
 
-    def drain(self) -> list[Event]:
-        events = list(self._pending)
-        self._pending.clear()
-        self._ready.clear()
-        return events
+
+@dataclass(eq=False)
+class Audience:
+    """The subscribers that share a viewer and a filter. Whether an event reaches them, and the
+    bytes it reaches them as, are decided once per audience, not once per subscriber: a studio
+    of a thousand open feeds is a handful of audiences."""
+
+    viewer: uuid.UUID | None
+    wanted: EventFilter
+    members: set[Subscription] = field(default_factory=set)
+
+    def deliver(self, events: list[Event]) -> None:
+        deliveries = [(event.id, event.message_for(self.viewer)) for event in events
+                      if self.wanted.matches(event, self.viewer) and event.visible_to(self.viewer)]
+        if deliveries:
+            for sub in list(self.members):
+                sub.push(deliveries)
 
 
 class EventHub:
@@ -92,7 +113,8 @@ class EventHub:
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.last_id = 0
-        self._subscribers: set[Subscription] = set()
+        self._audiences: dict[tuple[uuid.UUID | None, EventFilter], Audience] = {}
+        self._subscriber_count = 0
         self._signals: set[asyncio.Event] = set()
         self._generation = 0  # counts subscriptions, to notice one made during a read
         self._wake = asyncio.Event()
@@ -102,12 +124,16 @@ class EventHub:
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        return self._subscriber_count
 
     def subscribe(self, viewer: uuid.UUID | None, wanted: EventFilter = EVERYTHING, *,
                   max_pending: int = 10_000) -> Subscription:
-        sub = Subscription(viewer, wanted, max_pending)
-        self._subscribers.add(sub)
+        audience = self._audiences.get((viewer, wanted))
+        if audience is None:
+            audience = self._audiences[(viewer, wanted)] = Audience(viewer, wanted)
+        sub = Subscription(audience, max_pending)
+        audience.members.add(sub)
+        self._subscriber_count += 1
         self._generation += 1
         return sub
 
@@ -124,7 +150,12 @@ class EventHub:
             self._signals.discard(signal)
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subscribers.discard(sub)
+        audience = sub.audience
+        if sub in audience.members:
+            audience.members.discard(sub)
+            self._subscriber_count -= 1
+            if not audience.members:
+                del self._audiences[(audience.viewer, audience.wanted)]
         sub.close()
 
     async def start(self) -> None:
@@ -142,8 +173,9 @@ class EventHub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for sub in list(self._subscribers):
-            self.unsubscribe(sub)
+        for audience in list(self._audiences.values()):
+            for sub in list(audience.members):
+                self.unsubscribe(sub)
 
     async def _listen(self) -> None:
         while not self._stopping:
@@ -185,20 +217,20 @@ class EventHub:
     async def _catch_up(self) -> None:
         while True:
             generation = self._generation
-            if not self._subscribers and not self._signals:
+            if not self._audiences and not self._signals:
                 # Nobody to deliver to: move past the new events without reading them, unless
                 # someone subscribed meanwhile (their replay may not reach that far).
                 async with self.db.as_service() as conn:
                     newest = await newest_event_id(conn)
-                if self._generation == generation and not self._subscribers and not self._signals:
+                if self._generation == generation and not self._audiences and not self._signals:
                     self.last_id = max(self.last_id, newest)
                     return
                 continue
             async with self.db.as_service() as conn:
                 events = await read_batch(conn, self.last_id, limit=self.batch_size)
-            for event in events:
-                for sub in list(self._subscribers):
-                    sub.offer(event)
+            if events:
+                for audience in list(self._audiences.values()):
+                    audience.deliver(events)
             if events:
                 self.last_id = events[-1].id
                 for signal in self._signals:

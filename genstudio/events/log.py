@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from genstudio.db.queries import load_queries
-from genstudio.events.visibility import EventFacts, may_see_event
+from genstudio.events.visibility import EventFacts, may_see_event, may_see_job
 from genstudio.jobs.output_types import OUTPUT_TYPES
 from genstudio.jobs.service import json_object
 
@@ -91,6 +91,10 @@ class Event:
             text = f"id: {self.id}\nevent: {self.kind}\ndata: {self.data(with_job)}\n\n"
             encoded = self._messages[with_job] = text.encode()
         return encoded
+
+    def message_for(self, viewer: uuid.UUID | None) -> bytes:
+        """The message as `viewer` receives it: with the job only if they may see the job now."""
+        return self.message(may_see_job(self.facts, viewer))
 
     def visible_to(self, viewer: uuid.UUID | None) -> bool:
         return may_see_event(self.facts, viewer)

@@ -20,8 +20,7 @@ from sse_starlette import ServerSentEvent
 
 from genstudio.db.pool import Database
 from genstudio.events.hub import EventHub, SubscriptionClosed
-from genstudio.events.log import BATCH_SIZE, Event, EventFilter, read_batch, read_horizon
-from genstudio.events.visibility import may_see_job
+from genstudio.events.log import BATCH_SIZE, EventFilter, read_batch, read_horizon
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,6 @@ def viewer_of(claims: Mapping[str, Any]) -> uuid.UUID | None:
     if claims.get("role") == "anon" or not claims.get("sub"):
         return None
     return uuid.UUID(str(claims["sub"]))
-
-
-def event_message(event: Event, viewer: uuid.UUID | None) -> bytes:
-    return event.message(may_see_job(event.facts, viewer))
 
 
 def reset_message(reason: str, last_event_id: int, **details: Any) -> ServerSentEvent:
@@ -64,7 +59,7 @@ async def stream_events(db: Database, hub: EventHub, claims: Mapping[str, Any], 
                 async with db.as_user(claims) as conn:
                     events = await read_batch(conn, sent, request.wanted)
                 if events:
-                    yield b"".join(event_message(e, viewer) for e in events)
+                    yield b"".join(e.message_for(viewer) for e in events)
                     sent = events[-1].id
                 if len(events) < BATCH_SIZE:
                     break
@@ -74,10 +69,12 @@ async def stream_events(db: Database, hub: EventHub, claims: Mapping[str, Any], 
             except SubscriptionClosed:
                 return
             # Whatever arrived meanwhile goes out as one write.
-            fresh = [e for e in batch if e.id > sent]
-            if fresh:
-                sent = fresh[-1].id
-                yield b"".join(event_message(e, viewer) for e in fresh)
+            if batch[0][0] <= sent:  # only right after a replay: drop what it already sent
+                batch = [(event_id, message) for event_id, message in batch if event_id > sent]
+                if not batch:
+                    continue
+            sent = batch[-1][0]
+            yield b"".join(message for _, message in batch)
     finally:
         expiry.cancel()
         hub.unsubscribe(sub)
