@@ -56,6 +56,11 @@ async def test_changes_made_in_another_browser_appear_live(browser, studio):
     assert await bobs.locator(f"#job-video-{job['id']}").count() == 0
     await other.get_by_label("Shared with everyone in the studio").check()
     await bobs.wait_for_selector(f"#job-video-{job['id']}")
+    # Made private again, it leaves bob's open feed; shared once more, it comes back.
+    await other.get_by_label("Shared with everyone in the studio").uncheck()
+    await bobs.wait_for_selector(f"#job-video-{job['id']}", state="detached")
+    await other.get_by_label("Shared with everyone in the studio").check()
+    await bobs.wait_for_selector(f"#job-video-{job['id']}")
     studio.api("DELETE", f"/api/video-jobs/{job['id']}", alice)
     await bobs.wait_for_selector(f"#job-video-{job['id']}", state="detached")
     await watcher.wait_for_selector(f"#job-video-{job['id']}", state="detached")
