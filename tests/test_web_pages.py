@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.web_support import browser, eventually, new_page, sign_in, studio  # noqa: F401
+from tests.web_support import browser, eventually, new_page, sign_in, studio, wait_for_path  # noqa: F401
 
 
 async def test_signed_out_pages_go_to_login_and_back_after_signing_in(browser, studio):
@@ -19,11 +19,11 @@ async def test_signed_out_pages_go_to_login_and_back_after_signing_in(browser, s
     assert "wrong" in await page.get_by_role("alert").inner_text()
     await page.get_by_label("Password").fill(alice.password)
     await page.get_by_role("button", name="Sign in", exact=True).click()
-    await page.wait_for_url("**/?type=image")
+    await wait_for_path(page, "/?type=image")
     cookie = next(c for c in await page.context.cookies() if c["name"] == "genstudio_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]  # plain HTTP here
     await page.get_by_role("button", name="Sign out").click()
-    await page.wait_for_url("**/login")
+    await wait_for_path(page, "/login")
     await page.goto("/")
     assert "/login" in page.url
     await page.context.close()

@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from tests.web_support import browser, new_page, sign_in, studio  # noqa: F401
+from tests.web_support import browser, new_page, sign_in, studio, wait_for_path  # noqa: F401
 
 
 def png_bytes(size=(64, 48), color=(200, 80, 40)) -> bytes:
@@ -85,7 +85,7 @@ async def test_keyboard_only_sign_in(browser, studio):
     await page.keyboard.press("Tab")
     await page.keyboard.type(alice.password)
     await page.keyboard.press("Enter")
-    await page.wait_for_url("**/run/img2img")
+    await wait_for_path(page, "/run/img2img")
     # The first Tab reaches the skip link, which moves focus to the content.
     await page.keyboard.press("Tab")
     assert await page.evaluate("document.activeElement.textContent") == "Skip to content"

@@ -8,7 +8,7 @@ import io
 
 from PIL import Image
 
-from tests.web_support import browser, comfy, eventually, live_studio, new_page, same_document, sign_in  # noqa: F401
+from tests.web_support import browser, comfy, eventually, live_studio, new_page, same_document, sign_in, wait_for_path  # noqa: F401
 
 
 def png_bytes(size=(96, 64), color=(30, 120, 200)) -> bytes:
@@ -122,7 +122,7 @@ async def test_keyboard_only_sign_in_and_run(browser, live_studio):
     await page.keyboard.press("Tab")
     await page.keyboard.type(alice.password)
     await page.keyboard.press("Enter")
-    await page.wait_for_url("**/run/text-concatenate")
+    await wait_for_path(page, "/run/text-concatenate")
     focused = lambda: page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")  # noqa: E731
     for _ in range(30):  # Tab through the page to the first field
         await page.keyboard.press("Tab")

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -177,7 +178,16 @@ async def sign_in(page, account: Account, next_path: str = "/") -> None:
     await page.get_by_label("Email").fill(account.email)
     await page.get_by_label("Password").fill(account.password)
     await page.get_by_role("button", name="Sign in", exact=True).click()
-    await page.wait_for_url(f"**{next_path}")
+    await wait_for_path(page, next_path)
+
+
+async def wait_for_path(page, path: str) -> None:
+    """Wait until the page is at `path` (with its query, if `path` has one). Not a URL glob:
+    `**/run/x` also matches the sign-in page's own `/login?next=/run/x`, so it would not wait."""
+    def arrived(url: str) -> bool:
+        parts = urlsplit(url)
+        return (parts.path + ("?" + parts.query if "?" in path else "")) == path
+    await page.wait_for_url(arrived)
 
 
 async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
