@@ -151,7 +151,8 @@ class Endpoint:
 
 
 COMPLETE_PATH = "/api/image-jobs/{job}/complete"
-COMPLETE_BODY = {"status": "completed", "output_image_urls": ["out/bench.png"], "comfyui_output_filename": "bench.png"}
+COMPLETE_BODY = {"status": "completed", "output_image_urls": ["/files/image/img2img/bench.png"],
+                 "comfyui_output_filename": "bench.png"}
 CREATE_BODY = {"workflow_name": "img2img", "comfy_url": "http://comfy.local:8188",
                "input_image_urls": ["in.png"], "prompt": "bench", "parameters": {}}
 
@@ -228,7 +229,25 @@ def pgbench_statement(statement: str, params: dict[str, Any], variables: dict[st
         # psycopg sends a Python int typed; pgbench's parameters are untyped text.
         return f":{name}::int8" if isinstance(value, int) else f":{name}"
 
-    return _PLACEHOLDER.sub(replace, statement)
+    return _pgbench_literals(_PLACEHOLDER.sub(replace, statement))
+
+
+# String literals, comments and quoted identifiers, found from the left, each whole.
+_SQL_TOKEN = re.compile(r"(?:[EeUu]&?)?'(?:[^']|'')*'|--[^\n]*|\"(?:[^\"]|\"\")*\"")
+
+
+def _pgbench_literals(statement: str) -> str:
+    """The same statement with each plain string literal that holds `:name`, which pgbench
+    would take for one of its variables (`'{"success":true,...'`, `'HH24:MI:SS'`), written as
+    a Unicode-escape literal (U&'...\\003A...'), which pgbench leaves alone and PostgreSQL
+    reads as the same text."""
+    def escape(match: re.Match) -> str:
+        token = match.group(0)
+        if not token.startswith("'") or not re.search(r":[A-Za-z_]", token):
+            return token
+        return "U&" + token.replace("\\", "\\005C").replace(":", "\\003A")
+
+    return _SQL_TOKEN.sub(escape, statement)
 
 
 def pgbench_script(endpoint: Endpoint, claims: dict, *, one_statement_per_round_trip: bool = False
@@ -472,6 +491,18 @@ class CpuMeter:
     def sample(self) -> tuple[float, float, float]:
         return self._postgres(), self._server(), self._load_generators()
 
+    def backends(self) -> int:
+        return len(self.postmaster.children())
+
+    def settled(self, backends: int) -> tuple[float, float, float]:
+        """A sample once the postmaster is back to `backends` children: the backends of a
+        pgbench run that just ended exit after it, and a backend reaped while the sample is
+        taken would be counted in neither the live nor the reaped times."""
+        deadline = time.monotonic() + 10
+        while self.backends() > backends and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.sample()
+
     @staticmethod
     def spent(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
         return sum(a - b for a, b in zip(after, before))
@@ -519,9 +550,9 @@ def throughput(conninfo: str, port: int, user_id: uuid.UUID, token: str, args: a
                     make_pending_jobs(conninfo, user_id, pgbench_jobs)
                     make_pending_jobs(conninfo, user_id, wrk_jobs)
                     variables.update(i="0", base=str(base_pgbench), slots=str(slots))
-                before = meter.sample()
+                backends, before = meter.backends(), meter.sample()
                 tps, transactions = run_pgbench(pgbench, conninfo, script, variables, args.seconds, workdir)
-                pgbench_cpu = CpuMeter.spent(before, meter.sample()) / transactions * 1e6
+                pgbench_cpu = CpuMeter.spent(before, meter.settled(backends)) / transactions * 1e6
                 classic_script, classic_variables = pgbench_script(endpoint, claims, one_statement_per_round_trip=True)
                 if endpoint.per_request_job:
                     classic_variables.update(i=str(slots // 2), base=str(base_pgbench), slots=str(slots))
@@ -530,7 +561,7 @@ def throughput(conninfo: str, port: int, user_id: uuid.UUID, token: str, args: a
                 profile = None
                 if args.profile and round_ == 0:
                     profile = start_profile(server, Path(args.profile) / f"{endpoint.name}.txt", args.seconds)
-                before = meter.sample()
+                before = meter.settled(backends)  # the second pgbench run's backends gone too
                 rate, requests = run_wrk(wrk, port, endpoint, token, args.seconds, base_wrk, workdir)
                 api_cpu = CpuMeter.spent(before, meter.sample()) / requests * 1e6
                 if profile:

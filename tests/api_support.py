@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import psycopg
@@ -63,6 +64,7 @@ class Api:
     client: httpx.AsyncClient
     db_url: str
     users: dict[str, User] = field(default_factory=dict)
+    app: Any = None
 
     def user(self, name: str) -> User:
         if name not in self.users:
@@ -76,7 +78,7 @@ async def api(db_url, tmp_path) -> AsyncIterator[Api]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Api(client, db_url)
+            yield Api(client, db_url, app=app)
 
 
 def image_payload(**overrides) -> dict:

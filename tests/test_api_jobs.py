@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import psycopg
@@ -181,3 +182,49 @@ async def test_openapi_and_docs(api):
     assert "/api/feed" in spec["paths"] and "/api/auth/login" in spec["paths"]
     docs = await api.client.get("/api/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Asia/Kolkata", "America/St_Johns"])
+async def test_next_cursor_rendered_by_postgresql_is_the_cursor_of_the_last_job_shown(db_url, timezone):
+    """Pages render their `next_cursor` in SQL: it must be exactly the text Cursor.encode gives
+    for the page's oldest job (whole seconds, where Python's isoformat leaves the fraction out,
+    and a session time zone with a half-hour offset included), and lead to the next page."""
+    from psycopg.conninfo import make_conninfo
+
+    from genstudio.db.pool import Database
+    from genstudio.jobs.cursor import Cursor
+    from genstudio.jobs.feed import FeedQuery, read_feed
+    from genstudio.jobs.output_types import IMAGE
+    from genstudio.jobs.service import JobService, PageQuery
+    from tests.api_support import add_user
+
+    alice = add_user(db_url, "alice@example.com")
+    conninfo = make_conninfo(db_url, options=f"-c TimeZone={timezone}")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for stamp in ("2026-01-02 03:04:05+00", "2026-01-02 03:04:05.000001+00", "2026-01-02 03:04:05.5+00",
+                      "1999-12-31 23:59:59.999999+00", "1999-12-31 23:59:59.999999+00"):
+            conn.execute("INSERT INTO public.image_jobs (user_id, workflow_name, status, created_at, comfy_url) "
+                         "VALUES (%s, 'wf', 'pending', %s, 'http://comfy.local:8188')", (alice.id, stamp))
+        newest_first = conn.execute("SELECT created_at, id FROM public.image_jobs "
+                                    "ORDER BY created_at DESC, id DESC").fetchall()
+    claims = {"sub": str(alice.id), "role": "authenticated", "aud": "authenticated"}
+    db = Database(conninfo, min_size=1, max_size=1)
+    await db.open()
+    try:
+        for read in ("list", "feed"):
+            cursor = None
+            for created_at, job_id in newest_first:
+                reader = db.per_statement_as_user(claims, page_read=True)
+                if read == "list":
+                    body = await JobService(IMAGE).list(reader, PageQuery(limit=1, cursor=cursor))
+                else:
+                    body = await read_feed(reader, FeedQuery(limit=1, cursor=cursor, types=("image",)))
+                page = json.loads(body)
+                assert [job["id"] for job in page["image_jobs" if read == "list" else "items"]] == [str(job_id)]
+                if (created_at, job_id) == newest_first[-1]:
+                    assert page["next_cursor"] is None
+                else:
+                    assert page["next_cursor"] == Cursor(created_at, job_id).encode()
+                    cursor = Cursor.decode(page["next_cursor"])
+    finally:
+        await db.close()

@@ -56,3 +56,21 @@ def test_named_queries_are_split_by_name_and_duplicates_refused():
     assert parse_queries(text) == {"one": "SELECT 1;", "two": "-- a comment kept with its query\nSELECT 2;"}
     with pytest.raises(ValueError, match="defined twice"):
         parse_queries("-- name: one\nSELECT 1;\n-- name: one\nSELECT 2;")
+
+
+def test_named_placeholders_become_positional_ones_once():
+    from genstudio.db.pool import positional
+
+    text, names = positional("SELECT %(b)s, %(a)s, %(b)s::int, 'x' || '%%', 7 %% 2")
+    assert text == "SELECT $1, $2, $1::int, 'x' || '%', 7 % 2" and names == ("b", "a")
+    assert positional("SELECT 1") == ("SELECT 1", ())
+    with pytest.raises(ValueError, match="lone %"):
+        positional("SELECT 7 % 2")
+
+
+async def test_a_statement_as_the_caller_binds_its_named_parameters_in_order(database):
+    alice = uuid.uuid4()
+    reader = database.per_statement_as_user({"sub": str(alice), "role": "authenticated"})
+    cursor = await reader.execute("SELECT %(b)s::text AS b, %(a)s::int AS a, %(b)s::text = 'x' AS same, "
+                                  "auth.uid() AS uid, 7 %% 2 AS rest", {"a": 1, "b": "x", "unused": None})
+    assert await cursor.fetchone() == {"b": "x", "a": 1, "same": True, "uid": alice, "rest": 1}

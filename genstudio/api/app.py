@@ -13,6 +13,7 @@ from genstudio import __version__
 from genstudio.background import running_services
 from genstudio.api import auth, events, feed, files, health, webhooks, workflows
 from genstudio.api.errors import install_error_handlers
+from genstudio.api.hot_reads import HotReads
 from genstudio.events.hub import shared_hub
 from genstudio.api.jobs import job_router
 from genstudio.api.last_resort import LastResortErrors
@@ -84,6 +85,8 @@ def _add_jobs_api(app: FastAPI, settings: Settings) -> None:
     app.state.token_issuer = TokenIssuer(secret, settings.jwt_audience, settings.access_token_ttl_seconds)
     app.state.login_limiter = LoginRateLimiter(settings.login_limit_per_address, settings.login_limit_per_account)
     install_error_handlers(app)
+    # Inside the request limits: they apply to the plain reads too.
+    app.add_middleware(HotReads, state=app.state, exception_handlers=app.exception_handlers)
     app.add_middleware(RequestBodyLimits, max_bytes=settings.max_body_bytes,
                        max_header_bytes=settings.max_header_bytes, upload_paths=workflows.UPLOAD_PATHS,
                        # a run may carry several input files; each is bounded again on its own

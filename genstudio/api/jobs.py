@@ -16,24 +16,36 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from genstudio.api.caller import caller_claims
+from genstudio.db.pool import Database
 from genstudio.jobs.cursor import Cursor
 from genstudio.jobs.models import MODELS, Status
-from genstudio.jobs.output_types import OutputType
-from genstudio.jobs.service import ESTIMATED_COUNT_CAP, CountMethod, JobService, Page, PageQuery
+from genstudio.jobs.output_types import OUTPUT_TYPES, OutputType
+from genstudio.jobs.service import ESTIMATED_COUNT_CAP, CountMethod, JobService, PageQuery
+
+# Bounds of the page parameters, shared with the plain-request path (genstudio.api.hot_reads).
+MAX_LIMIT = 100
+MAX_OFFSET = 10_000_000
+MAX_CURSOR = 500
+MAX_FILTER = 200
+MAX_PREFER = 500
 
 Claims = Annotated[dict[str, Any], Depends(caller_claims)]
 JobId = Annotated[uuid.UUID, Path(description="The job's id.")]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1–{MAX_LIMIT}.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 Scope = Annotated[Literal["mine", "all"], Query(description="`mine`: your jobs; `all`: every job you may see.")]
-CursorParam = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")]
-WorkflowFilter = Annotated[str | None, Query(max_length=200)]
+CursorParam = Annotated[str | None, Query(max_length=MAX_CURSOR, description="`next_cursor` of the previous page.")]
+WorkflowFilter = Annotated[str | None, Query(max_length=MAX_FILTER)]
 StatusFilter = Annotated[Status | None, Query()]
 Prefer = Annotated[str | None, Header(
-    max_length=500,
+    max_length=MAX_PREFER,
     description="`count=exact` counts every matching job for `total_count`; `count=planned` gives the "
                 "planner's estimate; `count=estimated` (the default) counts exactly up to "
                 f"{ESTIMATED_COUNT_CAP:,} and estimates beyond. As PostgREST's `Prefer: count=...`.")]
 COUNT_METHODS: tuple[CountMethod, ...] = ("exact", "planned", "estimated")
+
+# One service per output type, used by the routes and the plain-request path alike.
+SERVICES: dict[str, JobService] = {name: JobService(t) for name, t in OUTPUT_TYPES.items()}
 
 
 def preferred_count(prefer: str | None) -> CountMethod | None:
@@ -55,21 +67,35 @@ def envelope(key: str, job_json: str) -> bytes:
     return b'{"success":true,"' + key.encode() + b'":' + job_json.encode() + b"}"
 
 
-def page_envelope(key: str, page: Page) -> bytes:
-    parts = [b'{"success":true,"', key.encode(), b'":', page.items_json.encode()]
-    if page.total_count is not None:
-        parts += [b',"total_count":', str(page.total_count).encode()]
-    cursor = b"null" if page.next_cursor is None else b'"' + page.next_cursor.encode() + b'"'
-    parts += [b',"next_cursor":', cursor, b"}"]
-    return b"".join(parts)
-
-
 def decode_cursor(cursor: str | None) -> Cursor | None:
     return Cursor.decode(cursor) if cursor else None
 
 
+# What the routes answer, given their parsed parameters: the FastAPI routes below and the
+# plain-request path (genstudio.api.hot_reads) both answer through these.
+
+async def list_page(db: Database, service: JobService, claims: dict[str, Any], query: PageQuery,
+                    count: CountMethod | None) -> Response:
+    body = await service.list(db.per_statement_as_user(claims, page_read=True), query)
+    response = json_response(body.encode())
+    if count:
+        response.headers["Preference-Applied"] = f"count={count}"
+    return response
+
+
+async def one_job(db: Database, service: JobService, claims: dict[str, Any], job_id: uuid.UUID) -> Response:
+    job = await service.get(db.per_statement_as_user(claims), job_id)
+    return json_response(envelope(service.type.item_key, job))
+
+
+def page_query(limit: int, offset: int, cursor: str | None, workflow_name: str | None, status: str | None,
+               scope: str, count: CountMethod | None) -> PageQuery:
+    return PageQuery(limit, offset, decode_cursor(cursor), workflow_name, status, scope,  # type: ignore[arg-type]
+                     count or "estimated")
+
+
 def job_router(t: OutputType) -> APIRouter:
-    service = JobService(t)
+    service = SERVICES[t.name]
     models = MODELS[t.name]
     one = {"model": models.response}
     router = APIRouter(prefix=f"/api/{t.path}", tags=[f"{t.name} jobs"])
@@ -84,17 +110,12 @@ def job_router(t: OutputType) -> APIRouter:
 
     @router.get("", summary=f"List {t.name} jobs, newest first",
                 responses={200: {"model": models.list_response}})
-    async def list_jobs(request: Request, claims: Claims, limit: Limit = 50,
-                        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    async def list_jobs(request: Request, claims: Claims, limit: Limit = 50, offset: Offset = 0,
                         cursor: CursorParam = None, workflow_name: WorkflowFilter = None,
                         status: StatusFilter = None, scope: Scope = "mine", prefer: Prefer = None) -> Response:
         count = preferred_count(prefer)
-        query = PageQuery(limit, offset, decode_cursor(cursor), workflow_name, status, scope, count or "estimated")
-        page = await service.list(request.app.state.db.per_statement_as_user(claims, page_read=True), query)
-        response = json_response(page_envelope(t.list_key, page))
-        if count:
-            response.headers["Preference-Applied"] = f"count={count}"
-        return response
+        query = page_query(limit, offset, cursor, workflow_name, status, scope, count)
+        return await list_page(request.app.state.db, service, claims, query, count)
 
     @router.get("/by-comfy-id/{comfy_job_id}", summary=f"{t.with_article.capitalize()} job by its ComfyUI prompt id",
                 responses={200: one})
@@ -105,8 +126,7 @@ def job_router(t: OutputType) -> APIRouter:
 
     @router.get("/{job_id}", summary=f"One {t.name} job", responses={200: one})
     async def get(request: Request, claims: Claims, job_id: JobId) -> Response:
-        job = await service.get(request.app.state.db.per_statement_as_user(claims), job_id)
-        return json_response(envelope(t.item_key, job))
+        return await one_job(request.app.state.db, service, claims, job_id)
 
     @router.put("/{job_id}", summary=f"Report {t.with_article} job's progress, or change its visibility",
                 responses={200: one, 403: {"description": "Not your job"}, 409: {"description": "Not allowed now"}})

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from genstudio.db.queries import load_queries
 from genstudio.jobs.output_types import OUTPUT_TYPES
-from genstudio.jobs.service import STREAMS, Page, PageQuery, filter_clause, json_object, page_from_row, stream
+from genstudio.jobs.service import STREAMS, PageQuery, filter_clause, json_object, next_cursor, stream
 
 QUERIES = load_queries("feed")
 
@@ -38,6 +38,7 @@ def feed_sql(types: tuple[str, ...], filter_key: tuple) -> str:
     ]
     return sql.SQL(QUERIES["feed"]).format(
         streams=sql.SQL("\nUNION\n").join(streams), render=sql.SQL("\nUNION ALL\n").join(render),
+        next_cursor=next_cursor(),
     ).as_string()
 
 
@@ -47,6 +48,8 @@ def feed_statement(query: FeedQuery) -> tuple[str, dict]:
     return feed_sql(types, query.filter_key()), query.params()
 
 
-async def read_feed(conn: psycopg.AsyncConnection, query: FeedQuery) -> Page:
+async def read_feed(conn: psycopg.AsyncConnection, query: FeedQuery) -> str:
+    """One page as the response body, `{"success": true, "items": [...], "next_cursor": ...}`,
+    rendered by PostgreSQL."""
     cur = await conn.execute(*feed_statement(query))
-    return page_from_row(await cur.fetchone())
+    return (await cur.fetchone())["body"]

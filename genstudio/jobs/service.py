@@ -8,7 +8,7 @@ decides what exists: a job the caller may not see is simply not found. Statement
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
@@ -86,6 +86,11 @@ def stream(name: str) -> sql.Composable:
     return sql.SQL(QUERIES[name])
 
 
+def next_cursor() -> sql.Composable:
+    """The `next_cursor` of a list or feed page, rendered by the statement itself."""
+    return sql.SQL(QUERIES["next_cursor"])
+
+
 @dataclass(frozen=True)
 class PageQuery:
     limit: int = 50
@@ -111,20 +116,12 @@ class PageQuery:
         return (self.scope, self.workflow_name is not None, self.status is not None, self.cursor is not None)
 
 
-@dataclass(frozen=True)
-class Page:
-    """A page as PostgreSQL rendered it: `items_json` is a JSON array, ready to send."""
-
-    items_json: str
-    next_cursor: str | None
-    total_count: int | None = None
-
-
-def page_from_row(row: dict[str, Any]) -> Page:
-    cursor = None
-    if row["has_more"]:
-        cursor = Cursor(row["last_created_at"], row["last_id"]).encode()
-    return Page(row["items"], cursor, row.get("total_count"))
+def with_total_count(body: str, total: int) -> str:
+    """A list page's body (as the `list` statement rendered it) with another `total_count`.
+    The top-level key follows the items, so its last occurrence is the one, whatever the
+    jobs' own values hold."""
+    head, key, rest = body.rpartition(',"total_count":')
+    return head + key + str(total) + rest[rest.index(',"next_cursor":'):]
 
 
 def _param(column: str, value: Any) -> Any:
@@ -169,7 +166,9 @@ class JobService:
                 sql.SQL(QUERIES["count_stream"]).format(table=table, stream=stream(s), filters=count_filters)
                 for s in STREAMS[scope])
             total_count = sql.SQL(QUERIES["count_matching"]).format(count_streams=count_streams)
-        return sql.SQL(QUERIES["list"]).format(streams=streams, total_count=total_count, **self._fields).as_string()
+        return sql.SQL(QUERIES["list"]).format(
+            streams=streams, total_count=total_count, next_cursor=next_cursor(),
+            items_key=sql.Literal(self.type.list_key), **self._fields).as_string()
 
     @cache
     def _plan_count_sql(self, key: tuple[Scope, bool, bool, bool]) -> str:
@@ -253,15 +252,17 @@ class JobService:
             raise JobNotFound(f"no {self.type.name} job with comfy_job_id {comfy_job_id!r}")
         return row["job"]
 
-    async def list(self, conn: psycopg.AsyncConnection, query: PageQuery) -> Page:
-        page = page_from_row(await self._run(conn, self.list_statement(query)))
-        if query.count == "planned" or (query.count == "estimated" and page.total_count > ESTIMATED_COUNT_CAP):
+    async def list(self, conn: psycopg.AsyncConnection, query: PageQuery) -> str:
+        """One page as the response body, `{"success": true, "<type>_jobs": [...],
+        "total_count": ..., "next_cursor": ...}`, rendered by PostgreSQL."""
+        row = await self._run(conn, self.list_statement(query))
+        body, counted = row["body"], row["total_count"]
+        if query.count == "planned" or (query.count == "estimated" and counted > ESTIMATED_COUNT_CAP):
             plan = await self._run(conn, (self._plan_count_sql(query.filter_key()), query.params()))
             planned = int(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"])
             # `estimated` knows there are more than the cap, whatever the planner guesses.
-            total = planned if query.count == "planned" else max(planned, ESTIMATED_COUNT_CAP + 1)
-            page = replace(page, total_count=total)
-        return page
+            body = with_total_count(body, planned if query.count == "planned" else max(planned, ESTIMATED_COUNT_CAP + 1))
+        return body
 
     async def _lock_own(self, conn: psycopg.AsyncConnection, job_id: uuid.UUID) -> dict[str, Any]:
         row = await self._one(conn, "lock_own", {"id": job_id})

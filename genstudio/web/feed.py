@@ -74,9 +74,9 @@ def _cursor(text: str | None) -> Cursor | None:
 
 async def _page(request: Request, claims: dict[str, Any], filters: FeedFilters,
                 cursor: Cursor | None) -> tuple[list[dict[str, Any]], str | None]:
-    async with request.app.state.db.as_user(claims) as conn:
-        page = await read_feed(conn, filters.query(cursor))
-    return json.loads(page.items_json), page.next_cursor
+    body = await read_feed(request.app.state.db.per_statement_as_user(claims, page_read=True), filters.query(cursor))
+    page = json.loads(body)
+    return page["items"], page["next_cursor"]
 
 
 @router.get("/")

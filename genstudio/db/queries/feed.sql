@@ -7,7 +7,8 @@
 -- ORDER BY. UNION drops a job two streams both found (your own shared job). Only the page's
 -- rows are then fetched by primary key and rendered as JSON; `{render}` is one
 -- `feed_render` per requested type, joined with UNION ALL. `{filters}` are the `filter_*`
--- fragments of jobs.sql.
+-- fragments of jobs.sql. The statement returns the whole response body, `next_cursor`
+-- included (jobs.sql: `next_cursor`), which the API sends as it is.
 
 -- name: feed
 WITH page AS (
@@ -21,11 +22,9 @@ WITH page AS (
 ), items AS (
     {render}
 )
-SELECT
-    (SELECT coalesce(json_agg(item ORDER BY created_at DESC, id DESC), '[]')::text FROM items) AS items,
-    (SELECT count(*) FROM page) > %(limit)s AS has_more,
-    (SELECT created_at FROM oldest) AS last_created_at,
-    (SELECT id FROM oldest) AS last_id
+SELECT '{{"success":true,"items":'
+       || (SELECT coalesce(json_agg(item ORDER BY created_at DESC, id DESC), '[]') FROM items)::text
+       || ',"next_cursor":' || {next_cursor} || '}}' AS body
 
 -- name: feed_stream
 (

@@ -3,12 +3,18 @@
 -- everything a caller sends is a bound parameter. Every statement runs inside the caller's
 -- transaction as role `authenticated`, so row-level security decides which rows exist.
 
--- The fragments `count_*`, `stream_*` and `filter_*` are spliced into the statements and
--- carry no comments of their own (a trailing comment would swallow what follows them):
+-- The fragments `count_*`, `stream_*`, `filter_*` and `next_cursor` are spliced into the
+-- statements and carry no comments of their own (a trailing comment would swallow what
+-- follows them):
 --
 -- total_count (`count_matching`, one `count_stream` per visibility stream, joined with
 -- UNION): each stream stops after count_cap + 1 rows, so the count exceeds count_cap
 -- exactly when the true count does; a NULL cap counts every row.
+--
+-- next_cursor: the page's `next_cursor` as a JSON value, from the `page` and `oldest` of the
+-- list or the feed: null on the last page, else genstudio.jobs.cursor.Cursor's opaque text
+-- (the page's oldest row: `created_at` as Python's isoformat gives it in the session's time
+-- zone, `|`, the id; URL-safe base64 without padding).
 --
 -- Visibility streams: which rows a caller sees is row-level security's decision; the streams
 -- only split that set into parts that each have an index in feed order, so that a page never
@@ -94,6 +100,10 @@ DELETE FROM {table} j WHERE j.id = %(id)s RETURNING j.id
 -- the feed (feed.sql), the page is cut on keys that the streams (one `list_stream` per
 -- visibility stream, joined with UNION) read from indexes in index order, and only the
 -- page's rows are fetched and rendered. The total count is `count_matching` (below) or NULL.
+-- The statement returns the whole response body, which the API sends as it is, and the
+-- count again on its own: `{items_key}` is the list's key (`image_jobs`), and a count that
+-- is NULL (the planner's estimate is wanted) is rendered as null until the service puts the
+-- estimate in its place.
 WITH page AS (
     SELECT created_at, id FROM ({streams}) AS candidates
     ORDER BY created_at DESC, id DESC
@@ -103,13 +113,24 @@ WITH page AS (
 ), oldest AS (
     SELECT created_at, id FROM shown ORDER BY created_at, id LIMIT 1
 )
-SELECT
-    (SELECT coalesce(json_agg({job_json} ORDER BY s.created_at DESC, s.id DESC), '[]')::text
-     FROM shown s JOIN {table} j ON j.id = s.id) AS items,
-    (SELECT count(*) FROM page) > %(limit)s AS has_more,
-    (SELECT created_at FROM oldest) AS last_created_at,
-    (SELECT id FROM oldest) AS last_id,
-    {total_count} AS total_count
+SELECT '{{"success":true,"' || {items_key} || '":'
+       || (SELECT coalesce(json_agg({job_json} ORDER BY s.created_at DESC, s.id DESC), '[]')
+           FROM shown s JOIN {table} j ON j.id = s.id)::text
+       || ',"total_count":' || coalesce(counted.total_count::text, 'null')
+       || ',"next_cursor":' || {next_cursor} || '}}' AS body,
+       counted.total_count
+FROM (SELECT {total_count} AS total_count) AS counted
+
+-- name: next_cursor
+CASE WHEN (SELECT count(*) FROM page) > %(limit)s THEN (
+    SELECT '"' || rtrim(translate(encode(convert_to(
+               to_char(o.created_at, 'YYYY-MM-DD"T"HH24:MI:SS')
+               || CASE WHEN extract(microseconds FROM o.created_at) %% 1000000 = 0 THEN ''
+                       ELSE to_char(o.created_at, '.US') END
+               || to_char(o.created_at, 'TZH:TZM') || '|' || o.id::text,
+           'UTF8'), 'base64'), E'+/\n', '-_'), '=') || '"'
+    FROM oldest o)
+ELSE 'null' END
 
 -- name: list_stream
 (
