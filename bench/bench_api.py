@@ -440,8 +440,8 @@ class RssSampler:
 
 
 def worker_pids(server: subprocess.Popen) -> list[int]:
-    return [p.pid for p in psutil.Process(server.pid).children(recursive=True)
-            if "multiprocessing" in " ".join(p.cmdline()) or "genstudio" in " ".join(p.cmdline())]
+    """The processes of `serve --workers N` (not multiprocessing's resource tracker)."""
+    return [p.pid for p in psutil.Process(server.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
 
 
 # ---- CPU accounting ----------------------------------------------------------------------------
@@ -558,13 +558,13 @@ def throughput(conninfo: str, port: int, user_id: uuid.UUID, token: str, args: a
                     classic_variables.update(i=str(slots // 2), base=str(base_pgbench), slots=str(slots))
                 classic_tps, _ = run_pgbench(pgbench, conninfo, classic_script, classic_variables, args.seconds / 2,
                                              workdir)
-                profile = None
+                profiles = []
                 if args.profile and round_ == 0:
-                    profile = start_profile(server, Path(args.profile) / f"{endpoint.name}.txt", args.seconds)
+                    profiles = start_profiles(server, Path(args.profile), endpoint.name, args.seconds)
                 before = meter.settled(backends)  # the second pgbench run's backends gone too
                 rate, requests = run_wrk(wrk, port, endpoint, token, args.seconds, base_wrk, workdir)
                 api_cpu = CpuMeter.spent(before, meter.sample()) / requests * 1e6
-                if profile:
+                for profile in profiles:
                     profile.wait()
                 if endpoint.per_request_job:
                     done_pgbench, done_wrk = completed_in(conninfo, pgbench_jobs), completed_in(conninfo, wrk_jobs)
@@ -585,13 +585,16 @@ def throughput(conninfo: str, port: int, user_id: uuid.UUID, token: str, args: a
     return table
 
 
-def start_profile(server: subprocess.Popen, out: Path, seconds: float) -> subprocess.Popen:
-    """py-spy on one server worker while wrk loads it (collapsed stacks, idle frames left out)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pid = worker_pids(server)[-1]
-    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds) - 1),
-                             "--rate", "200", "--format", "raw", "--nonblocking", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start_profiles(server: subprocess.Popen, directory: Path, name: str, seconds: float) -> list[subprocess.Popen]:
+    """py-spy on every server worker while wrk loads them (collapsed stacks, idle frames left
+    out), one file each: `<name>-<worker>.txt`. (wrk's connections are not spread evenly over
+    the workers; one may get few or none.)"""
+    directory.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds) - 1),
+                              "--rate", "200", "--format", "raw", "--nonblocking",
+                              "-o", str(directory / f"{name}-{n}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for n, pid in enumerate(worker_pids(server) or [server.pid], 1)]
 
 
 # ---- (b) depth and (c) counting --------------------------------------------------------------
@@ -806,7 +809,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="`genstudio serve --workers` [one per core]")
     parser.add_argument("--only", nargs="*", help="throughput of these endpoints only (feed list get create complete)")
-    parser.add_argument("--profile", help="directory for py-spy profiles of one server worker (first round)")
+    parser.add_argument("--profile", help="directory for py-spy profiles of the server workers (first round)")
     parser.add_argument("--serve-option", action="append", help="extra option for `genstudio serve`")
     parser.add_argument("--skip-sparse", action="store_true", help="no sparse studio (no (b) for it)")
     parser.add_argument("--skip-throughput", action="store_true")
