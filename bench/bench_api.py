@@ -66,7 +66,7 @@ from genstudio.jobs.cursor import Cursor  # noqa: E402
 from genstudio.jobs.feed import FeedQuery, feed_statement  # noqa: E402
 from genstudio.jobs.models import MODELS  # noqa: E402
 from genstudio.jobs.output_types import IMAGE  # noqa: E402
-from genstudio.jobs.service import JobService, PageQuery  # noqa: E402
+from genstudio.jobs.service import ESTIMATED_COUNT_CAP, JobService, PageQuery  # noqa: E402
 
 SECRET = "bench-secret-" + "x" * 40
 CONCURRENCY = 16
@@ -143,6 +143,7 @@ class Endpoint:
     statements: list[tuple[str, dict[str, Any]]]  # in order, as the service runs them
     body: bytes = b""
     per_request_job: bool = False  # each request completes another pending job
+    per_statement: bool = True  # run per_statement_as_user (each statement its own round trip), else as_user
     context: str = SET_REQUEST_CONTEXT  # the statement that sets role and claims
 
     @property
@@ -177,16 +178,28 @@ def endpoints(conninfo: str, user_id: uuid.UUID) -> list[Endpoint]:
     return [
         Endpoint("feed", "GET", f"/api/feed?limit={PAGE}&scope=all", [feed_statement(feed)],
                  context=SET_PAGE_READ_CONTEXT),
-        Endpoint("list", "GET", f"/api/image-jobs?limit={PAGE}&scope=all", [service.list_statement(page)],
-                 context=SET_PAGE_READ_CONTEXT),
+        Endpoint("list", "GET", f"/api/image-jobs?limit={PAGE}&scope=all",
+                 list_statements(conninfo, user_id, service, page), context=SET_PAGE_READ_CONTEXT),
         Endpoint("get", "GET", f"/api/image-jobs/{own_job}", [service.statement("get", {"id": own_job})]),
         Endpoint("create", "POST", "/api/image-jobs", [service.insert_statement(create_payload)],
                  json.dumps(CREATE_BODY).encode()),
         Endpoint("complete", "PUT", COMPLETE_PATH,
                  [service.statement("lock_own", {"id": "$job"}),
                   service.finish_statement("$job", "completed", results)],
-                 json.dumps(COMPLETE_BODY).encode(), per_request_job=True),
+                 json.dumps(COMPLETE_BODY).encode(), per_request_job=True, per_statement=False),
     ]
+
+
+def list_statements(conninfo: str, user_id: uuid.UUID, service: JobService, query: PageQuery) -> list:
+    """The list statement, and after it the EXPLAIN the API adds when the page's count is the
+    planner's estimate (`estimated`, more matching jobs than the cap)."""
+    statements = [service.list_statement(query)]
+    with psycopg.connect(conninfo) as conn, conn.transaction():
+        conn.execute(SET_PAGE_READ_CONTEXT, {"role": "authenticated", "claims": json.dumps(claims_for(user_id))})
+        counted = conn.execute(*statements[0]).fetchone()[1]
+    if query.count == "planned" or (query.count == "estimated" and counted > ESTIMATED_COUNT_CAP):
+        statements.append(service.plan_count_statement(query))
+    return statements
 
 
 # ---- pgbench -------------------------------------------------------------------------------
@@ -262,7 +275,7 @@ def pgbench_script(endpoint: Endpoint, claims: dict, *, one_statement_per_round_
     lines = []
     if endpoint.per_request_job:
         lines += ["\\set i :i + 1", "\\set job :base + :client_id * :slots + :i"]
-    batches = request_batches(context, statements)
+    batches = request_batches(context, statements, per_statement=endpoint.per_statement)
     if one_statement_per_round_trip:
         batches = [[s] for s in ["BEGIN", context, *statements, "COMMIT"]]
     for batch in batches:
@@ -626,22 +639,33 @@ class Timing:
     entries: int  # index entries and heap rows the plan read
 
 
+def timed_statements(conninfo: str, user_id: uuid.UUID, statements: list[tuple[str, dict]], repeat: int,
+                     context: str = SET_PAGE_READ_CONTEXT) -> list[Timing]:
+    """Median time of each statement in the API's transaction shape, and what EXPLAIN ANALYZE
+    says it read. The statements take turns, so that whatever else the machine is doing
+    meanwhile weighs on each alike."""
+    claims = json.dumps(claims_for(user_id))
+    with psycopg.connect(conninfo) as conn:
+        samples: list[list[float]] = [[] for _ in statements]
+        for _ in range(repeat):
+            for (statement, params), times in zip(statements, samples):
+                t0 = time.perf_counter()
+                with conn.transaction():
+                    conn.execute(context, {"role": "authenticated", "claims": claims})
+                    conn.execute(statement, params).fetchall()
+                times.append(time.perf_counter() - t0)
+        timings = []
+        for (statement, params), times in zip(statements, samples):
+            with conn.transaction():
+                conn.execute(context, {"role": "authenticated", "claims": claims})
+                plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).fetchone()[0]
+            timings.append(Timing(statistics.median(times) * 1e3, int(entries_read(plan[0]["Plan"]))))
+    return timings
+
+
 def timed_statement(conninfo: str, user_id: uuid.UUID, statement: str, params: dict, repeat: int,
                     context: str = SET_PAGE_READ_CONTEXT) -> Timing:
-    """Median time of the statement in the API's transaction shape, and what EXPLAIN ANALYZE
-    says it read."""
-    with psycopg.connect(conninfo) as conn:
-        samples = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            with conn.transaction():
-                conn.execute(context, {"role": "authenticated", "claims": json.dumps(claims_for(user_id))})
-                conn.execute(statement, params).fetchall()
-            samples.append(time.perf_counter() - t0)
-        with conn.transaction():
-            conn.execute(context, {"role": "authenticated", "claims": json.dumps(claims_for(user_id))})
-            plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).fetchone()[0]
-    return Timing(statistics.median(samples) * 1e3, int(entries_read(plan[0]["Plan"])))
+    return timed_statements(conninfo, user_id, [(statement, params)], repeat, context)[0]
 
 
 def entries_read(node: dict) -> int:
@@ -673,8 +697,7 @@ def depth_rows(conninfo: str, user_id: uuid.UUID, depth: int, repeat: int, cases
     for label, make in cases:
         first_stmt, first_params = make(None)
         deep_stmt, deep_params = make(cursor)
-        first = timed_statement(conninfo, user_id, first_stmt, first_params, repeat)
-        deep = timed_statement(conninfo, user_id, deep_stmt, deep_params, repeat)
+        first, deep = timed_statements(conninfo, user_id, [(first_stmt, first_params), (deep_stmt, deep_params)], repeat)
         rows.append(DepthRow(label, first, deep))
     return rows
 

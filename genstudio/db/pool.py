@@ -42,13 +42,14 @@ SET_PAGE_READ_CONTEXT = (
 )
 
 
-def request_batches(context: str, statements: list[str]) -> list[list[str]]:
+def request_batches(context: str, statements: list[str], *, per_statement: bool) -> list[list[str]]:
     """The round trips of one request, as this module sends them: each inner list goes to the
-    server in one batch. (For benchmarks that replay a request elsewhere.)"""
-    if len(statements) == 1:
-        return [[context, statements[0]]]  # per_statement_as_user
+    server in one batch. `per_statement`: the request runs `per_statement_as_user`, else
+    `as_user`. (For benchmarks that replay a request elsewhere.)"""
+    if per_statement:
+        return [[context, statement] for statement in statements]
     first, *rest = statements
-    return [["BEGIN", context, first], *([s] for s in rest), ["COMMIT"]]  # as_user
+    return [["BEGIN", context, first], *([s] for s in rest), ["COMMIT"]]
 
 
 _NAMED_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%")

@@ -187,6 +187,10 @@ class JobService:
     def list_statement(self, query: PageQuery) -> tuple[str, dict[str, Any]]:
         return self._list_sql(query.filter_key(), query.count != "planned"), query.params()
 
+    def plan_count_statement(self, query: PageQuery) -> tuple[str, dict[str, Any]]:
+        """The EXPLAIN that gives the planner's estimate, when that is the page's count."""
+        return self._plan_count_sql(query.filter_key()), query.params()
+
     def insert_statement(self, payload: BaseModel) -> tuple[str, dict[str, Any]]:
         values = payload.model_dump()
         return self._sql["insert"], {c: _param(c, values.get(c)) for c in self._create_columns}
@@ -258,7 +262,7 @@ class JobService:
         row = await self._run(conn, self.list_statement(query))
         body, counted = row["body"], row["total_count"]
         if query.count == "planned" or (query.count == "estimated" and counted > ESTIMATED_COUNT_CAP):
-            plan = await self._run(conn, (self._plan_count_sql(query.filter_key()), query.params()))
+            plan = await self._run(conn, self.plan_count_statement(query))
             planned = int(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"])
             # `estimated` knows there are more than the cap, whatever the planner guesses.
             body = with_total_count(body, planned if query.count == "planned" else max(planned, ESTIMATED_COUNT_CAP + 1))
