@@ -9,10 +9,10 @@ a `GET` with a bearer token already verified, parameters whose values are unmist
 their declared bounds — is answered here, through the very functions the FastAPI routes
 answer with (genstudio.api.jobs / genstudio.api.feed), in the same transaction as the same
 caller. Everything else (no token or a cookie, a token not yet verified, a parameter that is
-absent-but-empty, out of bounds or merely unusual in form, another method or path) goes on to
-FastAPI untouched, which answers it exactly as before; the routes stay declared there, so the
-OpenAPI document is unchanged. Errors raised here are answered by the app's own exception
-handlers, so they read exactly as FastAPI's answers would.
+empty where a number is due, out of bounds or merely unusual in form, another method or path)
+goes on to FastAPI untouched, which answers it exactly as before; the routes stay declared
+there, so the OpenAPI document is unchanged. Errors raised here are answered by the app's own
+exception handlers, so they read exactly as FastAPI's answers would.
 """
 
 from __future__ import annotations
