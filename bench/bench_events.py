@@ -65,11 +65,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(conninfo: str, data_dir: str, port: int) -> subprocess.Popen:
+def start_server(conninfo: str, data_dir: str, port: int, workers: int) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": conninfo, "GENSTUDIO_JWT_SECRET": SECRET, "GENSTUDIO_DATA_DIR": data_dir,
            "GENSTUDIO_SSE_HEARTBEAT_SECONDS": "15"}
     command = [sys.executable, "-m", "genstudio", "serve", "--no-migrate", "--no-access-log", "--no-worker",
-               "--workers", "1", "--port", str(port)]
+               "--workers", str(workers), "--port", str(port)]
     server = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return wait_until_listening(server, port)
@@ -214,6 +214,24 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
+def process_tree(server: psutil.Process) -> list[psutil.Process]:
+    """`serve` and, with --workers N, its worker processes."""
+    try:
+        return [server, *server.children(recursive=True)]
+    except psutil.Error:
+        return [server]
+
+
+def memory(server: psutil.Process) -> int:
+    total = 0
+    for process in process_tree(server):
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def postgres_cpu(postmaster: psutil.Process | None) -> dict[int, float]:
     """CPU seconds of the server and each of its backends, by pid."""
     if postmaster is None:
@@ -267,13 +285,13 @@ def max_event_id(conninfo: str) -> int:
 
 def timed_run(conninfo: str, owners, rate: float, seconds: float, postmaster: psutil.Process | None,
               server: psutil.Process) -> dict:
-    cpu_before = {"server": cpu_seconds([server]), "postgres": postgres_cpu(postmaster)}
-    peak_rss = [server.memory_info().rss]
+    cpu_before = {"server": cpu_seconds(process_tree(server)), "postgres": postgres_cpu(postmaster)}
+    peak_rss = [memory(server)]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.25):
-            peak_rss.append(server.memory_info().rss)
+            peak_rss.append(memory(server))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -286,7 +304,7 @@ def timed_run(conninfo: str, owners, rate: float, seconds: float, postmaster: ps
     # Backends that started during the run count whole; the writer's own has exited.
     pg = writer_cpu + sum(cpu - cpu_before["postgres"].get(pid, 0.0) for pid, cpu in after.items())
     return {"commits": commits, "elapsed": elapsed, "peak_rss": max(peak_rss),
-            "server_cpu": cpu_seconds([server]) - cpu_before["server"], "postgres_cpu": pg}
+            "server_cpu": cpu_seconds(process_tree(server)) - cpu_before["server"], "postgres_cpu": pg}
 
 
 def run(conninfo: str, args: argparse.Namespace) -> None:
@@ -300,17 +318,18 @@ def run(conninfo: str, args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
-        process = start_server(conninfo, data_dir, port)
+        process = start_server(conninfo, data_dir, port, args.workers)
         server = psutil.Process(process.pid)
         watched = find_postmaster(conninfo)
         try:
             time.sleep(1.0)
             print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start "
-                  "(shared with other work: figures are indicative)")
+                  "(shared with other work: figures are indicative); "
+                  f"genstudio serve --workers {args.workers}")
             print(f"baseline: {args.rate:g} changes/s for {args.seconds:g} s, no subscriber ...")
             baseline = timed_run(conninfo, owners, args.rate, args.seconds, watched, server)
 
-            rss_idle = server.memory_info().rss
+            rss_idle = memory(server)
             assignments = [(i % 3, tokens[i % 3]) for i in range(args.subscribers)]
             ctx = multiprocessing.get_context("spawn")
             ready_events, go_home, progress = [], ctx.Event(), []
@@ -333,7 +352,7 @@ def run(conninfo: str, args: argparse.Namespace) -> None:
                         raise SystemExit("a subscriber process failed to connect")
             connect_seconds = time.perf_counter() - connect_started
             time.sleep(2.0)  # let every stream reach its subscription
-            rss_subscribed = server.memory_info().rss
+            rss_subscribed = memory(server)
             print(f"{args.subscribers} subscribers connected in {connect_seconds:.1f} s; "
                   f"{args.rate:g} changes/s for {args.seconds:g} s ...")
             start_id = max_event_id(conninfo)
@@ -408,6 +427,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50.0, help="job changes per second")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=1, help="`serve --workers N` (default 1, serve's own default)")
     parser.add_argument("--admin-url", help="conninfo that may CREATE DATABASE [an embedded PostgreSQL]")
     args = parser.parse_args()
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "genstudio_job_events"
 RECONNECT_PAUSE_SECONDS = 1.0
+READ_INTERVAL_SECONDS = 0.01  # the shortest time between two reads of the log
 
 
 class SubscriptionClosed(Exception):
@@ -108,9 +109,11 @@ class Audience:
 
 
 class EventHub:
-    def __init__(self, db: Database, *, poll_seconds: float = 5.0, batch_size: int = 500):
+    def __init__(self, db: Database, *, poll_seconds: float = 5.0, batch_size: int = 500,
+                 read_interval: float = READ_INTERVAL_SECONDS):
         self.db = db
         self.poll_seconds = poll_seconds
+        self.read_interval = read_interval
         self.batch_size = batch_size
         self.last_id = 0
         self._audiences: dict[tuple[uuid.UUID | None, EventFilter], Audience] = {}
@@ -205,6 +208,7 @@ class EventHub:
             self._wake.clear()
             if self._stopping:
                 return
+            started = asyncio.get_running_loop().time()
             try:
                 await self._catch_up()
             except asyncio.CancelledError:
@@ -213,6 +217,12 @@ class EventHub:
                 log.warning("could not read new job events (%s); retrying", exc)
                 await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
                 self._wake.set()
+                continue
+            # A studio writing a thousand jobs a second sends as many notifications: read what
+            # they announce in batches, at most once per interval, not once per notification.
+            elapsed = asyncio.get_running_loop().time() - started
+            if elapsed < self.read_interval:
+                await asyncio.sleep(self.read_interval - elapsed)
 
     async def _catch_up(self) -> None:
         while True:
