@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from tests.web_support import browser, new_page, sign_in, studio, wait_for_path  # noqa: F401
+from tests.web_support import browser, new_page, sign_in, studio, wait_for_focus, wait_for_path  # noqa: F401
 
 
 def png_bytes(size=(64, 48), color=(200, 80, 40)) -> bytes:
@@ -80,7 +80,8 @@ async def test_keyboard_only_sign_in(browser, studio):
     alice = studio.account("alice")
     page = await new_page(browser, studio)
     await page.goto("/run/img2img")
-    # The email field has focus on arrival; Tab moves to the password, Enter submits.
+    await wait_for_focus(page, "email")  # it has focus on arrival (autofocus), once the page has loaded
+    # Tab moves to the password, Enter submits.
     await page.keyboard.type(alice.email)
     await page.keyboard.press("Tab")
     await page.keyboard.type(alice.password)

@@ -8,7 +8,7 @@ import io
 
 from PIL import Image
 
-from tests.web_support import browser, comfy, eventually, live_studio, new_page, same_document, sign_in, wait_for_path  # noqa: F401
+from tests.web_support import browser, comfy, eventually, live_studio, new_page, same_document, sign_in, wait_for_focus, wait_for_path  # noqa: F401
 
 
 def png_bytes(size=(96, 64), color=(30, 120, 200)) -> bytes:
@@ -118,7 +118,9 @@ async def test_keyboard_only_sign_in_and_run(browser, live_studio):
     alice = studio.account("alice")
     page = await new_page(browser, studio)
     await page.goto("/run/text-concatenate")
-    await page.keyboard.type(alice.email)  # the email field has focus on arrival
+    await wait_for_focus(page, "email")  # it has focus on arrival (autofocus), once the page has loaded
+    # Tab moves to the password, Enter submits.
+    await page.keyboard.type(alice.email)
     await page.keyboard.press("Tab")
     await page.keyboard.type(alice.password)
     await page.keyboard.press("Enter")

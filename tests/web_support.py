@@ -181,6 +181,12 @@ async def sign_in(page, account: Account, next_path: str = "/") -> None:
     await wait_for_path(page, next_path)
 
 
+async def wait_for_focus(page, element_id: str) -> None:
+    """Wait until the element with this id has the keyboard focus (typing before it does
+    would type into nothing)."""
+    await page.wait_for_function("id => document.activeElement && document.activeElement.id === id", arg=element_id)
+
+
 async def wait_for_path(page, path: str) -> None:
     """Wait until the page is at `path` (with its query, if `path` has one). Not a URL glob:
     `**/run/x` also matches the sign-in page's own `/login?next=/run/x`, so it would not wait."""
