@@ -459,6 +459,25 @@ def worker_pids(server: subprocess.Popen) -> list[int]:
 
 # ---- CPU accounting ----------------------------------------------------------------------------
 
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def process_tree(server: psutil.Process) -> list[psutil.Process]:
+    """`serve` and, with --workers N, its worker processes."""
+    try:
+        return [server, *server.children(recursive=True)]
+    except psutil.Error:
+        return [server]
+
+
 class CpuMeter:
     """CPU seconds (user + system) spent by PostgreSQL, the API server and the load generators.
 
@@ -485,16 +504,7 @@ class CpuMeter:
         return total
 
     def _server(self) -> float:
-        if self.server is None:
-            return 0.0
-        total = 0.0
-        for process in [self.server, *self.server.children(recursive=True)]:
-            try:
-                c = process.cpu_times()
-                total += c.user + c.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return cpu_seconds(process_tree(self.server)) if self.server is not None else 0.0
 
     @staticmethod
     def _load_generators() -> float:

@@ -49,7 +49,7 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_api import wait_until_listening  # noqa: E402  (bench/ is on sys.path: run as a script)
+from bench_api import cpu_seconds, process_tree, wait_until_listening  # noqa: E402  (bench/ is on sys.path: run as a script)
 from genstudio.auth.tokens import TokenIssuer  # noqa: E402
 from genstudio.db.embedded import EmbeddedPostgres  # noqa: E402
 from genstudio.db.migrator import Migrator  # noqa: E402
@@ -202,25 +202,6 @@ async def _subscribe_all(port: int, tokens: list[tuple[int, str]], ready, go_hom
 
 
 # ---- measuring ---------------------------------------------------------------------------
-
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def process_tree(server: psutil.Process) -> list[psutil.Process]:
-    """`serve` and, with --workers N, its worker processes."""
-    try:
-        return [server, *server.children(recursive=True)]
-    except psutil.Error:
-        return [server]
-
 
 def memory(server: psutil.Process) -> int:
     total = 0

@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from tests.web_support import browser, new_page, sign_in, studio, wait_for_focus, wait_for_path  # noqa: F401
+from tests.web_support import browser, new_page, sign_in, sign_in_by_keyboard, studio  # noqa: F401
 
 
 def png_bytes(size=(64, 48), color=(200, 80, 40)) -> bytes:
@@ -79,14 +79,7 @@ async def test_a_chosen_image_is_previewed(browser, studio):
 async def test_keyboard_only_sign_in(browser, studio):
     alice = studio.account("alice")
     page = await new_page(browser, studio)
-    await page.goto("/run/img2img")
-    await wait_for_focus(page, "email")  # it has focus on arrival (autofocus), once the page has loaded
-    # Tab moves to the password, Enter submits.
-    await page.keyboard.type(alice.email)
-    await page.keyboard.press("Tab")
-    await page.keyboard.type(alice.password)
-    await page.keyboard.press("Enter")
-    await wait_for_path(page, "/run/img2img")
+    await sign_in_by_keyboard(page, alice, "/run/img2img")
     # The first Tab reaches the skip link, which moves focus to the content.
     await page.keyboard.press("Tab")
     assert await page.evaluate("document.activeElement.textContent") == "Skip to content"

@@ -8,7 +8,7 @@ import io
 
 from PIL import Image
 
-from tests.web_support import browser, comfy, eventually, live_studio, new_page, same_document, sign_in, wait_for_focus, wait_for_path  # noqa: F401
+from tests.web_support import browser, comfy, eventually, live_studio, new_page, same_document, sign_in, sign_in_by_keyboard  # noqa: F401
 
 
 def png_bytes(size=(96, 64), color=(30, 120, 200)) -> bytes:
@@ -117,14 +117,7 @@ async def test_keyboard_only_sign_in_and_run(browser, live_studio):
     studio = live_studio
     alice = studio.account("alice")
     page = await new_page(browser, studio)
-    await page.goto("/run/text-concatenate")
-    await wait_for_focus(page, "email")  # it has focus on arrival (autofocus), once the page has loaded
-    # Tab moves to the password, Enter submits.
-    await page.keyboard.type(alice.email)
-    await page.keyboard.press("Tab")
-    await page.keyboard.type(alice.password)
-    await page.keyboard.press("Enter")
-    await wait_for_path(page, "/run/text-concatenate")
+    await sign_in_by_keyboard(page, alice, "/run/text-concatenate")
     focused = lambda: page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")  # noqa: E731
     for _ in range(30):  # Tab through the page to the first field
         await page.keyboard.press("Tab")

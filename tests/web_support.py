@@ -181,6 +181,18 @@ async def sign_in(page, account: Account, next_path: str = "/") -> None:
     await wait_for_path(page, next_path)
 
 
+async def sign_in_by_keyboard(page, account: Account, path: str) -> None:
+    """Open `path` signed out and sign in with the keyboard alone: the sign-in page gives the
+    email field the focus on arrival, Tab moves to the password, Enter submits; back at `path`."""
+    await page.goto(path)
+    await wait_for_focus(page, "email")  # autofocus, once the page has loaded
+    await page.keyboard.type(account.email)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(account.password)
+    await page.keyboard.press("Enter")
+    await wait_for_path(page, path)
+
+
 async def wait_for_focus(page, element_id: str) -> None:
     """Wait until the element with this id has the keyboard focus (typing before it does
     would type into nothing)."""
