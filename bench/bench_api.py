@@ -45,6 +45,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -457,6 +459,23 @@ def worker_pids(server: subprocess.Popen) -> list[int]:
     return [p.pid for p in psutil.Process(server.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
 
 
+@contextmanager
+def admin_conninfo(admin_url: str | None) -> Iterator[str]:
+    """A conninfo allowed to CREATE DATABASE: `admin_url`, or a throwaway embedded PostgreSQL
+    in a temporary directory, stopped afterwards."""
+    if admin_url:
+        yield admin_url
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o711)  # as root the server's account must reach its data (README: as root)
+        server = EmbeddedPostgres(Path(tmp) / "pg")
+        server.start()
+        try:
+            yield server.conninfo("postgres")
+        finally:
+            server.stop()
+
+
 # ---- CPU accounting ----------------------------------------------------------------------------
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -495,13 +514,7 @@ class CpuMeter:
     def _postgres(self) -> float:
         times = self.postmaster.cpu_times()
         total = times.user + times.system + times.children_user + times.children_system
-        for child in self.postmaster.children():
-            try:
-                c = child.cpu_times()
-                total += c.user + c.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return total + cpu_seconds(self.postmaster.children())
 
     def _server(self) -> float:
         return cpu_seconds(process_tree(self.server)) if self.server is not None else 0.0
@@ -849,24 +862,14 @@ def main() -> None:
     parser.add_argument("--admin-url", help="conninfo that may CREATE DATABASE [an embedded PostgreSQL]")
     args = parser.parse_args()
 
-    server = None
     names: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.admin_url:
-            admin = args.admin_url
-        else:
-            os.chmod(tmp, 0o711)  # as root the server's account must reach its data (README: as root)
-            server = EmbeddedPostgres(Path(tmp) / "pg")
-            server.start()
-            admin = server.conninfo("postgres")
+    with admin_conninfo(args.admin_url) as admin:
         try:
             run(admin, names, args)
         finally:
             with psycopg.connect(admin, autocommit=True) as conn:
                 for name in names:
                     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            if server:
-                server.stop()
 
 
 if __name__ == "__main__":

@@ -49,9 +49,8 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_api import cpu_seconds, process_tree, wait_until_listening  # noqa: E402  (bench/ is on sys.path: run as a script)
+from bench_api import admin_conninfo, cpu_seconds, process_tree, wait_until_listening  # noqa: E402  (bench/ is on sys.path: run as a script)
 from genstudio.auth.tokens import TokenIssuer  # noqa: E402
-from genstudio.db.embedded import EmbeddedPostgres  # noqa: E402
 from genstudio.db.migrator import Migrator  # noqa: E402
 
 SECRET = "bench-secret-" + "x" * 40
@@ -412,15 +411,7 @@ def main() -> None:
     parser.add_argument("--admin-url", help="conninfo that may CREATE DATABASE [an embedded PostgreSQL]")
     args = parser.parse_args()
 
-    embedded = None
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.admin_url:
-            admin = args.admin_url
-        else:
-            os.chmod(tmp, 0o711)  # as root the server's account must reach its data (README: as root)
-            embedded = EmbeddedPostgres(Path(tmp) / "pg")
-            embedded.start()
-            admin = embedded.conninfo("postgres")
+    with admin_conninfo(args.admin_url) as admin:
         name = f"genstudio_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -429,9 +420,6 @@ def main() -> None:
         finally:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            if embedded:
-                embedded.stop()
-
 
 if __name__ == "__main__":
     main()
